@@ -1,0 +1,45 @@
+# InferWatch: `make run` serves the default model with demo traffic; `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: setup run test pytest lint typecheck proto bench clean
+
+setup: $(INSTALLED)
+
+# torch==2.13.0 first: the CPU wheel is on local disk, any looser spec pulls a multi-GB CUDA build.
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: setup
+	$(PY) -m model_server.demo
+
+test: lint typecheck pytest
+
+pytest: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+# Regenerates the committed protobuf/gRPC stubs (and their type stubs) from the .proto.
+proto: setup
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I . \
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+		model_server/proto/grpc_service.proto
+
+bench: setup
+	$(PY) benchmarks/bench_model_server.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,50 @@
+"""`python -m model_server` / `inferwatch-model-server`."""
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from model_server.server import ModelServer
+from model_server.settings import ModelServerSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _parse_args(argv: list[str] | None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(
+        prog="python -m model_server",
+        description="Serve PyTorch models over the Open Inference Protocol (gRPC). "
+        "Every setting is also read from MODEL_SERVER_<NAME> environment variables.",
+    )
+    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser.add_argument(
+        "--grpc-port", type=int, help="gRPC port, 0 for any free port (default 8001)"
+    )
+    parser.add_argument("--model-repository", type=Path, help="model directory (default ./models)")
+    args = parser.parse_args(argv)
+    return {key: value for key, value in vars(args).items() if value is not None}
+
+
+async def _serve(settings: ModelServerSettings) -> None:
+    server = ModelServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    await stop.wait()
+    logger.info("signal received; draining for up to %.1f s", settings.shutdown_grace_s)
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; exit code 0."""
+    settings = ModelServerSettings(**_parse_args(argv))  # type: ignore[arg-type]
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    asyncio.run(_serve(settings))
+    return 0

@@ -1,0 +1,91 @@
+"""The transport-agnostic inference core: health, metadata and inference.
+
+Transports (the gRPC servicer today) decode their payloads into `model_server.types`,
+call one method here and encode the result; every failure is an `InferenceError`.
+"""
+
+from model_server import __version__
+from model_server.errors import ModelNotFoundError
+from model_server.repository import ModelRepository, ModelState
+from model_server.signature import output_indices, validate_inputs
+from model_server.types import (
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    ServerMetadata,
+    Tensor,
+    TensorMetadata,
+)
+
+PLATFORM = "pytorch_torchscript"
+
+
+class InferenceCore:
+    """Answers every protocol call from the model repository."""
+
+    def __init__(self, repository: ModelRepository, server_name: str = "inferwatch") -> None:
+        self._repository = repository
+        self._server_name = server_name
+        self._ready = False
+
+    @property
+    def repository(self) -> ModelRepository:
+        """The repository this core serves."""
+        return self._repository
+
+    def set_ready(self, ready: bool) -> None:
+        """Ready once the repository is loaded; not ready again while draining."""
+        self._ready = ready
+
+    def server_live(self) -> bool:
+        """A process that can answer is live."""
+        return True
+
+    def server_ready(self) -> bool:
+        """Whether new inference requests are welcome."""
+        return self._ready
+
+    def model_ready(self, name: str, version: str) -> bool:
+        """Whether the model (the newest ready version if none named) can serve."""
+        return self._ready and self._repository.is_ready(name, version)
+
+    def server_metadata(self) -> ServerMetadata:
+        """Server name, version and protocol extensions."""
+        return ServerMetadata(name=self._server_name, version=__version__, extensions=[])
+
+    def model_metadata(self, name: str, version: str) -> ModelMetadata:
+        """Signature of a model version (the newest ready one when none is named)."""
+        entry = self._repository.resolve(name, version)
+        config = entry.config
+        assert config is not None  # a resolved version is READY, so it has its config
+        ready_versions = [
+            str(v.version) for v in self._repository.versions(name) if v.state is ModelState.READY
+        ]
+        return ModelMetadata(
+            name=name,
+            versions=ready_versions,
+            platform=PLATFORM,
+            inputs=[TensorMetadata(s.name, s.datatype, s.shape) for s in config.inputs],
+            outputs=[TensorMetadata(s.name, s.datatype, s.shape) for s in config.outputs],
+        )
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Validate, queue for a batch, and return the requested outputs."""
+        if not request.model_name:
+            raise ModelNotFoundError("model_name is empty")
+        entry = self._repository.resolve(request.model_name, request.model_version)
+        config, batcher = entry.config, entry.batcher
+        assert config is not None
+        assert batcher is not None
+        arrays = validate_inputs(config, entry.label, request.inputs)
+        selected = output_indices(config, entry.label, request.requested_outputs)
+        outputs = await batcher.submit(arrays, request.deadline)
+        return InferResponse(
+            model_name=entry.name,
+            model_version=str(entry.version),
+            id=request.id,
+            outputs=[
+                Tensor(config.outputs[i].name, config.outputs[i].datatype, outputs[i])
+                for i in selected
+            ],
+        )

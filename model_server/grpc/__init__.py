@@ -1,0 +1,1 @@
+"""The gRPC transport: Open Inference Protocol servicer, health and reflection."""

@@ -1,0 +1,115 @@
+"""Protocol buffers <-> core types for the Open Inference Protocol gRPC API."""
+
+import math
+
+import numpy as np
+
+from model_server.datatypes import numpy_dtype
+from model_server.errors import InvalidInputError
+from model_server.proto import grpc_service_pb2 as pb
+from model_server.types import InferRequest, InferResponse, ModelMetadata, Tensor
+
+#: Which typed `contents` field carries each datatype; FP16 travels only as raw bytes.
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def infer_request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> InferRequest:
+    """Decode a ModelInferRequest; InvalidInputError names the offending field."""
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise InvalidInputError(
+            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs"
+        )
+    inputs = [
+        _input_tensor(index, tensor, raw[index] if raw else None)
+        for index, tensor in enumerate(message.inputs)
+    ]
+    return InferRequest(
+        model_name=message.model_name,
+        model_version=message.model_version,
+        inputs=inputs,
+        id=message.id,
+        requested_outputs=[output.name for output in message.outputs],
+        deadline=deadline,
+    )
+
+
+def _input_tensor(
+    index: int, tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None
+) -> Tensor:
+    field = f"inputs[{index}] ({tensor.name!r})"
+    dtype = numpy_dtype(tensor.datatype, field)
+    shape = tuple(tensor.shape)
+    if any(dim < 0 for dim in shape):
+        raise InvalidInputError(f"{field}: shape {list(shape)} has a negative dimension")
+    count = math.prod(shape)
+    if raw is not None:
+        if tensor.HasField("contents"):
+            raise InvalidInputError(
+                f"{field}: sets contents although the request uses raw_input_contents"
+            )
+        expected = count * dtype.itemsize
+        if len(raw) != expected:
+            raise InvalidInputError(
+                f"{field}: raw_input_contents[{index}] holds {len(raw)} bytes; shape "
+                f"{list(shape)} of {tensor.datatype} needs {expected}"
+            )
+        return Tensor(tensor.name, tensor.datatype, np.frombuffer(raw, dtype=dtype).reshape(shape))
+    contents_field = _CONTENTS_FIELD.get(tensor.datatype)
+    if contents_field is None:
+        raise InvalidInputError(
+            f"{field}: {tensor.datatype} data must be sent in raw_input_contents"
+        )
+    values = getattr(tensor.contents, contents_field)
+    if len(values) != count:
+        raise InvalidInputError(
+            f"{field}: contents.{contents_field} has {len(values)} values; shape {list(shape)} "
+            f"needs {count}"
+        )
+    try:
+        array = np.array(values, dtype=dtype)
+    except OverflowError:
+        raise InvalidInputError(
+            f"{field}: contents.{contents_field} has a value out of range for {tensor.datatype}"
+        ) from None
+    return Tensor(tensor.name, tensor.datatype, array.reshape(shape))
+
+
+def infer_response_to_pb(response: InferResponse) -> pb.ModelInferResponse:
+    """Encode outputs as raw little-endian bytes, one entry per output."""
+    return pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        id=response.id,
+        outputs=[
+            pb.ModelInferResponse.InferOutputTensor(
+                name=tensor.name, datatype=tensor.datatype, shape=tensor.data.shape
+            )
+            for tensor in response.outputs
+        ],
+        raw_output_contents=[tensor.data.tobytes() for tensor in response.outputs],
+    )
+
+
+def model_metadata_to_pb(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
+    """Encode a model's signature."""
+    tensor = pb.ModelMetadataResponse.TensorMetadata
+    return pb.ModelMetadataResponse(
+        name=metadata.name,
+        versions=metadata.versions,
+        platform=metadata.platform,
+        inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.inputs],
+        outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs],
+    )

@@ -1,0 +1,64 @@
+"""Assembles the gRPC server: inference service, standard health service, reflection."""
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from model_server.core import InferenceCore
+from model_server.grpc.servicer import InferenceServicer
+from model_server.proto import grpc_service_pb2 as pb
+from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+OVERALL_HEALTH = ""
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class GrpcServer:
+    """A grpc.aio server bound to one address, serving one inference core."""
+
+    def __init__(self, core: InferenceCore, *, max_message_bytes: int) -> None:
+        self._core = core
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), self._server)
+        self._health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            [
+                INFERENCE_SERVICE,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self._server,
+        )
+
+    async def start(self, host: str, port: int) -> int:
+        """Bind and start; returns the bound port (useful when `port` is 0)."""
+        bound: int = self._server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"cannot bind gRPC server to {host}:{port}")
+        await self._server.start()
+        await self._health.set(OVERALL_HEALTH, _NOT_SERVING)
+        return bound
+
+    async def publish_health(self) -> None:
+        """Mirror the core's readiness into grpc.health.v1, overall and per model."""
+        await self._health.set(
+            OVERALL_HEALTH, _SERVING if self._core.server_ready() else _NOT_SERVING
+        )
+        for name in self._core.repository.model_names():
+            ready = self._core.model_ready(name, "")
+            await self._health.set(name, _SERVING if ready else _NOT_SERVING)
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new calls, give in-flight ones `grace_s` seconds, then cancel the rest."""
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace_s)

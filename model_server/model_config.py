@@ -1,0 +1,104 @@
+"""The per-version model configuration file (`config.json`) and its validation."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_FILE = "config.json"
+
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64",
+]  # fmt: skip
+
+
+class ModelConfigError(Exception):
+    """A model's config file is missing, unreadable or invalid."""
+
+
+class TensorSpec(BaseModel):
+    """One input or output of a model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1)]
+    """Tensor name as clients send it."""
+    datatype: Datatype
+    """Open Inference Protocol datatype."""
+    shape: tuple[int, ...]
+    """Full shape; the first dimension is the batch and must be -1, the rest fixed and positive."""
+
+    @model_validator(mode="after")
+    def _batched_fixed_shape(self) -> Self:
+        if not self.shape or self.shape[0] != -1:
+            raise ValueError(
+                f"tensor {self.name!r}: shape must start with -1 (the batch dimension)"
+            )
+        if any(dim <= 0 for dim in self.shape[1:]):
+            raise ValueError(
+                f"tensor {self.name!r}: dimensions after the batch must be positive, got "
+                f"{list(self.shape)}"
+            )
+        return self
+
+
+class DynamicBatchingConfig(BaseModel):
+    """How requests for one model version are gathered into batches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    """Gather concurrent requests into one forward pass; when false each request runs alone."""
+    max_queue_delay_ms: Annotated[float, Field(ge=0, le=10_000)] = 2.0
+    """Longest a request waits for others to join its batch."""
+    max_queue_size: Annotated[int, Field(ge=1)] = 1024
+    """Requests waiting beyond this are rejected at once with RESOURCE_EXHAUSTED."""
+
+
+class ModelConfig(BaseModel):
+    """Contents of `<repository>/<model>/<version>/config.json`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    """Optional; when set it must equal the model's directory name."""
+    platform: Literal["pytorch_torchscript"] = "pytorch_torchscript"
+    """Model format; only TorchScript is served."""
+    model_file: str = "model.pt"
+    """TorchScript file inside the version directory."""
+    inputs: Annotated[list[TensorSpec], Field(min_length=1)]
+    """Inputs, in the order the module's forward() takes them."""
+    outputs: Annotated[list[TensorSpec], Field(min_length=1)]
+    """Outputs, in the order the module's forward() returns them."""
+    max_batch_size: Annotated[int, Field(ge=1)] = 64
+    """Most rows in one request and in one batch."""
+    dynamic_batching: DynamicBatchingConfig = DynamicBatchingConfig()
+    """Batching behaviour."""
+    labels: list[str] | None = None
+    """Class labels: the class index i of a classifier means labels[i]."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        for kind, specs in (("input", self.inputs), ("output", self.outputs)):
+            names = [spec.name for spec in specs]
+            duplicates = sorted({name for name in names if names.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"duplicate {kind} names: {duplicates}")
+        return self
+
+    @classmethod
+    def load(cls, version_dir: Path) -> "ModelConfig":
+        """Read and validate the config file of one model version directory."""
+        path = version_dir / CONFIG_FILE
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelConfigError(f"{path}: missing") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelConfigError(f"{path}: unreadable: {exc}") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ModelConfigError(f"{path}: invalid: {exc}") from None

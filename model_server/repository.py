@@ -1,0 +1,166 @@
+"""The model repository: `<root>/<model>/<version>/{config.json, model.pt}`.
+
+Each version loads on its own; one that fails is kept as FAILED with its reason
+and never stops the others or the server.
+"""
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from model_server.batcher import DynamicBatcher
+from model_server.errors import ModelNotFoundError, ModelNotReadyError
+from model_server.model_config import ModelConfig, ModelConfigError
+from model_server.torchscript_model import ModelLoadError, TorchScriptModel
+
+logger = logging.getLogger(__name__)
+
+_VERSION_DIR = re.compile(r"^[1-9][0-9]*$")
+
+
+class ModelState(Enum):
+    """Lifecycle of one model version."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    UNLOADED = "UNLOADED"
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    """One version of one model and, once ready, its batcher."""
+
+    name: str
+    version: int
+    path: Path
+    state: ModelState = ModelState.LOADING
+    reason: str = ""
+    config: ModelConfig | None = None
+    batcher: DynamicBatcher | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        """`name:version`, for logs and error messages."""
+        return f"{self.name}:{self.version}"
+
+
+class ModelRepository:
+    """Discovers, loads and resolves model versions under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._models: dict[str, dict[int, ModelVersion]] = {}
+
+    @property
+    def root(self) -> Path:
+        """The repository directory."""
+        return self._root
+
+    def model_names(self) -> list[str]:
+        """Every model found, loaded or not, sorted."""
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """All versions of a model, oldest first; NOT_FOUND if the model is unknown."""
+        try:
+            return [v for _, v in sorted(self._models[name].items())]
+        except KeyError:
+            raise ModelNotFoundError(f"model {name!r} is not in the repository") from None
+
+    async def load_all(self) -> None:
+        """Discover every model version under the root and load them one by one."""
+        if not self._root.is_dir():
+            logger.error("model repository %s is not a directory; serving no models", self._root)
+            return
+        for model_dir in sorted(p for p in self._root.iterdir() if p.is_dir()):
+            version_dirs = sorted(
+                (p for p in model_dir.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name)),
+                key=lambda p: int(p.name),
+            )
+            if not version_dirs:
+                logger.warning("model directory %s has no numeric version directories", model_dir)
+                continue
+            versions = self._models.setdefault(model_dir.name, {})
+            for version_dir in version_dirs:
+                entry = ModelVersion(model_dir.name, int(version_dir.name), version_dir)
+                versions[entry.version] = entry
+                await self._load(entry)
+
+    async def _load(self, entry: ModelVersion) -> None:
+        try:
+            config = ModelConfig.load(entry.path)
+            if config.name is not None and config.name != entry.name:
+                raise ModelConfigError(
+                    f"{entry.path}: config name {config.name!r} differs from directory "
+                    f"{entry.name!r}"
+                )
+            model = await asyncio.to_thread(_load_and_check, entry.path, config)
+        except (ModelConfigError, ModelLoadError) as exc:
+            entry.state, entry.reason = ModelState.FAILED, str(exc)
+            logger.error("model %s failed to load: %s", entry.label, exc)
+            return
+        batching = config.dynamic_batching
+        entry.config = config
+        entry.batcher = DynamicBatcher(
+            model.forward,
+            name=entry.label,
+            max_batch_size=config.max_batch_size,
+            max_queue_delay_s=batching.max_queue_delay_ms / 1000,
+            max_queue_size=batching.max_queue_size,
+            enabled=batching.enabled,
+        )
+        entry.batcher.start()
+        entry.state = ModelState.READY
+        logger.info(
+            "model %s ready (max batch %d, batching %s)",
+            entry.label,
+            config.max_batch_size,
+            "on" if batching.enabled else "off",
+        )
+
+    def resolve(self, name: str, version: str) -> ModelVersion:
+        """The version a request names, or the newest ready one when `version` is empty."""
+        versions = self._models.get(name)
+        if versions is None:
+            raise ModelNotFoundError(f"model {name!r} is not in the repository")
+        if not version:
+            ready = [v for v in versions.values() if v.state is ModelState.READY]
+            if not ready:
+                raise ModelNotReadyError(f"model {name!r} has no ready version")
+            return max(ready, key=lambda v: v.version)
+        entry = versions.get(int(version)) if version.isdigit() else None
+        if entry is None:
+            raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
+        if entry.state is not ModelState.READY:
+            # The reason stays in the server log: it can name server paths.
+            raise ModelNotReadyError(
+                f"model {entry.label} is not ready (state {entry.state.value})"
+            )
+        return entry
+
+    def is_ready(self, name: str, version: str) -> bool:
+        """Whether `resolve` would succeed; NOT_FOUND for unknown models or versions."""
+        try:
+            self.resolve(name, version)
+        except ModelNotReadyError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Drain and stop every batcher."""
+        for versions in self._models.values():
+            for entry in versions.values():
+                if entry.batcher is not None:
+                    await entry.batcher.close()
+                    entry.batcher = None
+                entry.state = ModelState.UNLOADED
+
+
+def _load_and_check(path: Path, config: ModelConfig) -> TorchScriptModel:
+    model = TorchScriptModel(path, config)
+    model.check_signature()
+    return model

@@ -1,0 +1,46 @@
+"""The model server process: repository, inference core and gRPC transport together."""
+
+import asyncio
+import logging
+
+import torch
+
+from model_server.core import InferenceCore
+from model_server.digits import ensure_default_model
+from model_server.grpc.server import GrpcServer
+from model_server.repository import ModelRepository
+from model_server.settings import ModelServerSettings
+
+logger = logging.getLogger(__name__)
+
+
+class ModelServer:
+    """Start: live at once, ready once every model version has been tried. Stop: drain."""
+
+    def __init__(self, settings: ModelServerSettings) -> None:
+        self._settings = settings
+        self.repository = ModelRepository(settings.model_repository)
+        self.core = InferenceCore(self.repository, settings.server_name)
+        self._grpc = GrpcServer(self.core, max_message_bytes=settings.max_message_bytes)
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        """Serve on the configured address; returns the bound gRPC port."""
+        settings = self._settings
+        torch.set_num_threads(settings.torch_threads)
+        self.port = await self._grpc.start(settings.host, settings.grpc_port)
+        logger.info("gRPC server listening on %s:%d", settings.host, self.port)
+        if settings.create_default_model:
+            await asyncio.to_thread(ensure_default_model, settings.model_repository)
+        await self.repository.load_all()
+        self.core.set_ready(True)
+        await self._grpc.publish_health()
+        logger.info("server ready with models %s", self.repository.model_names())
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop taking calls, let in-flight ones finish within the grace period, drain batchers."""
+        self.core.set_ready(False)
+        await self._grpc.stop(self._settings.shutdown_grace_s)
+        await self.repository.close()
+        logger.info("server stopped")

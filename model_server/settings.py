@@ -1,0 +1,32 @@
+"""Settings of the model server process (environment prefix `MODEL_SERVER_`)."""
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelServerSettings(BaseSettings):
+    """Everything the model server can be told; flags override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MODEL_SERVER_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds; use 0.0.0.0 inside a container."""
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
+    """gRPC port; 0 picks a free one (logged at startup)."""
+    model_repository: Path = Path("models")
+    """Directory holding `<model>/<version>/` folders."""
+    create_default_model: bool = True
+    """When the repository holds no model, train and save the `digits` model there first."""
+    server_name: str = "inferwatch"
+    """Name reported by ServerMetadata."""
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    """Largest request or response message; bigger requests get RESOURCE_EXHAUSTED."""
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 10.0
+    """On SIGTERM/SIGINT, how long in-flight requests may take to finish."""
+    torch_threads: Annotated[int, Field(ge=1)] = 1
+    """torch intra-op threads per forward pass (see docs/architecture.md for why 1)."""
+    log_level: str = "INFO"
+    """Python logging level name."""

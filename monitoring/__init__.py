@@ -1,0 +1,1 @@
+"""ML monitoring (confidence, prediction distribution, data drift) and the stack as code."""

@@ -1,0 +1,1 @@
+"""Telemetry bootstrap shared by the model server and the gateway."""
