@@ -21,13 +21,15 @@ class ModelServer:
         self._settings = settings
         self.repository = ModelRepository(settings.model_repository)
         self.core = InferenceCore(self.repository, settings.server_name)
-        self._grpc = GrpcServer(self.core, max_message_bytes=settings.max_message_bytes)
+        self._grpc: GrpcServer | None = None
         self.port: int | None = None
 
     async def start(self) -> int:
         """Serve on the configured address; returns the bound gRPC port."""
         settings = self._settings
         torch.set_num_threads(settings.torch_threads)
+        # grpc.aio binds to the running loop, so the server is built here, not in __init__.
+        self._grpc = GrpcServer(self.core, max_message_bytes=settings.max_message_bytes)
         self.port = await self._grpc.start(settings.host, settings.grpc_port)
         logger.info("gRPC server listening on %s:%d", settings.host, self.port)
         if settings.create_default_model:
@@ -41,6 +43,7 @@ class ModelServer:
     async def stop(self) -> None:
         """Stop taking calls, let in-flight ones finish within the grace period, drain batchers."""
         self.core.set_ready(False)
-        await self._grpc.stop(self._settings.shutdown_grace_s)
+        if self._grpc is not None:
+            await self._grpc.stop(self._settings.shutdown_grace_s)
         await self.repository.close()
         logger.info("server stopped")

@@ -1,0 +1,175 @@
+"""The dynamic batcher on its own: grouping, bounds, deadlines, cancellation, draining."""
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from model_server.batcher import DynamicBatcher
+from model_server.errors import DeadlineExceededError, ModelNotReadyError, QueueFullError
+
+
+class RecordingForward:
+    """Doubles its input and remembers each batch's row count."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.batches.append(inputs[0].shape[0])
+        return [inputs[0] * 2]
+
+
+def _batcher(forward: RecordingForward, **overrides: object) -> DynamicBatcher:
+    options: dict[str, object] = {
+        "name": "test:1",
+        "max_batch_size": 8,
+        "max_queue_delay_s": 0.05,
+        "max_queue_size": 16,
+    }
+    options.update(overrides)
+    return DynamicBatcher(forward, **options)  # type: ignore[arg-type]
+
+
+def _rows(start: int, count: int) -> list[np.ndarray]:
+    return [np.arange(start, start + count, dtype=np.float32).reshape(count, 1)]
+
+
+def test_concurrent_requests_share_a_batch_and_get_their_own_rows() -> None:
+    forward = RecordingForward()
+
+    async def scenario() -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        batcher = _batcher(forward)
+        batcher.start()
+        results = await asyncio.gather(
+            batcher.submit(_rows(0, 3), None),
+            batcher.submit(_rows(100, 2), None),
+            batcher.submit(_rows(200, 3), None),
+        )
+        await batcher.close()
+        return results
+
+    first, second, third = asyncio.run(scenario())
+    assert forward.batches == [8]  # full batch: dispatched without waiting for the delay
+    np.testing.assert_array_equal(first[0], _rows(0, 3)[0] * 2)
+    np.testing.assert_array_equal(second[0], _rows(100, 2)[0] * 2)
+    np.testing.assert_array_equal(third[0], _rows(200, 3)[0] * 2)
+
+
+def test_a_batch_never_exceeds_the_max_rows() -> None:
+    forward = RecordingForward()
+
+    async def scenario() -> None:
+        batcher = _batcher(forward, max_batch_size=4)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(_rows(i * 10, 3), None) for i in range(3)))
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert forward.batches == [3, 3, 3]
+
+
+def test_disabled_batching_runs_each_request_alone() -> None:
+    forward = RecordingForward()
+
+    async def scenario() -> None:
+        batcher = _batcher(forward, enabled=False)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(_rows(i, 1), None) for i in range(4)))
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert forward.batches == [1, 1, 1, 1]
+
+
+def test_full_queue_rejects_at_once() -> None:
+    forward = RecordingForward()
+
+    async def scenario() -> None:
+        batcher = _batcher(forward, max_queue_size=2, max_queue_delay_s=0.5, max_batch_size=64)
+        batcher.start()
+        queued = [asyncio.ensure_future(batcher.submit(_rows(i, 1), None)) for i in range(2)]
+        await asyncio.sleep(0)  # let both reach the queue
+        started = time.monotonic()
+        with pytest.raises(QueueFullError, match="queue is full"):
+            await batcher.submit(_rows(9, 1), None)
+        assert time.monotonic() - started < 0.25  # well before the 0.5 s delay
+        await asyncio.gather(*queued)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert forward.batches == [2]
+
+
+def test_expired_request_is_not_computed() -> None:
+    forward = RecordingForward()
+
+    async def scenario() -> None:
+        batcher = _batcher(forward, max_queue_delay_s=0.05, max_batch_size=64)
+        batcher.start()
+        expired = batcher.submit(_rows(0, 5), deadline=time.monotonic() + 0.01)
+        alive = batcher.submit(_rows(10, 1), deadline=None)
+        results = await asyncio.gather(expired, alive, return_exceptions=True)
+        assert isinstance(results[0], DeadlineExceededError)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert forward.batches == [1]
+
+
+def test_cancelled_request_is_not_computed() -> None:
+    forward = RecordingForward()
+
+    async def scenario() -> None:
+        batcher = _batcher(forward, max_queue_delay_s=0.05, max_batch_size=64)
+        batcher.start()
+        abandoned = asyncio.ensure_future(batcher.submit(_rows(0, 5), None))
+        kept = asyncio.ensure_future(batcher.submit(_rows(10, 1), None))
+        await asyncio.sleep(0)
+        abandoned.cancel()
+        await kept
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert forward.batches == [1]
+
+
+def test_close_finishes_queued_requests_then_refuses_new_ones() -> None:
+    forward = RecordingForward()
+
+    async def scenario() -> None:
+        batcher = _batcher(forward, max_queue_delay_s=5.0, max_batch_size=64)
+        batcher.start()
+        queued = asyncio.ensure_future(batcher.submit(_rows(0, 2), None))
+        await asyncio.sleep(0)
+        await batcher.close()  # does not wait the 5 s delay
+        np.testing.assert_array_equal((await queued)[0], _rows(0, 2)[0] * 2)
+        with pytest.raises(ModelNotReadyError):
+            await batcher.submit(_rows(0, 1), None)
+
+    asyncio.run(scenario())
+
+
+def test_forward_failure_fails_the_batch_not_the_batcher() -> None:
+    calls = 0
+
+    def flaky(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return [inputs[0]]
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(
+            flaky, name="flaky:1", max_batch_size=4, max_queue_delay_s=0.0, max_queue_size=4
+        )
+        batcher.start()
+        with pytest.raises(Exception, match="forward pass failed"):
+            await batcher.submit(_rows(0, 1), None)
+        assert (await batcher.submit(_rows(5, 1), None))[0][0, 0] == 5
+        await batcher.close()
+
+    asyncio.run(scenario())

@@ -1,0 +1,199 @@
+"""Every error case maps to its gRPC status with a message naming the field."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from model_server.proto import grpc_service_pb2 as pb
+from tests.conftest import Serve, ServerThread
+from tests.model_server.protocol import pixels_request, probe_request, raw_request
+from tests.model_server.test_models import probe_config, write_probe
+
+Tensor = pb.ModelInferRequest.InferInputTensor
+ROW = np.zeros((1, 64), dtype=np.float32)
+
+
+def _request(**fields: object) -> pb.ModelInferRequest:
+    return pb.ModelInferRequest(model_name="digits", **fields)  # type: ignore[arg-type]
+
+
+def _with_raw(tensor: Tensor, raw: bytes) -> pb.ModelInferRequest:
+    return _request(inputs=[tensor], raw_input_contents=[raw])
+
+
+BAD_REQUESTS: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = {
+    "unknown model": (
+        raw_request("nope", {"pixels": ROW}),
+        grpc.StatusCode.NOT_FOUND,
+        "model 'nope'",
+    ),
+    "empty model name": (raw_request("", {"pixels": ROW}), grpc.StatusCode.NOT_FOUND, "model_name"),
+    "unknown version": (
+        pixels_request(ROW, version="9"),
+        grpc.StatusCode.NOT_FOUND,
+        "no version '9'",
+    ),
+    "non-numeric version": (
+        pixels_request(ROW, version="latest"),
+        grpc.StatusCode.NOT_FOUND,
+        "no version 'latest'",
+    ),
+    "wrong input name": (
+        raw_request("digits", {"image": ROW}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown input 'image'",
+    ),
+    "missing input": (_request(), grpc.StatusCode.INVALID_ARGUMENT, "missing input 'pixels'"),
+    "duplicate input": (
+        _request(
+            inputs=[Tensor(name="pixels", datatype="FP32", shape=[1, 64])] * 2,
+            raw_input_contents=[ROW.tobytes()] * 2,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "more than once",
+    ),
+    "wrong datatype": (
+        raw_request("digits", {"pixels": ROW.astype(np.float64)}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'pixels': datatype FP64 does not match the model's FP32",
+    ),
+    "unsupported datatype": (
+        _with_raw(Tensor(name="pixels", datatype="BF17", shape=[1, 64]), ROW.tobytes()),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "datatype 'BF17' is not supported",
+    ),
+    "wrong feature dimension": (
+        pixels_request(np.zeros((1, 63))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'pixels': shape [1, 63]",
+    ),
+    "wrong rank": (
+        pixels_request(np.zeros((1, 8, 8))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'pixels': shape [1, 8, 8]",
+    ),
+    "negative dimension": (
+        _with_raw(Tensor(name="pixels", datatype="FP32", shape=[-1, 64]), ROW.tobytes()),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "negative dimension",
+    ),
+    "byte length": (
+        _with_raw(Tensor(name="pixels", datatype="FP32", shape=[1, 64]), ROW.tobytes()[:-1]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "raw_input_contents[0] holds 255 bytes",
+    ),
+    "raw entries count": (
+        _request(
+            inputs=[Tensor(name="pixels", datatype="FP32", shape=[1, 64])],
+            raw_input_contents=[ROW.tobytes(), ROW.tobytes()],
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "raw_input_contents has 2 entries for 1 inputs",
+    ),
+    "typed contents count": (
+        _request(
+            inputs=[
+                Tensor(
+                    name="pixels",
+                    datatype="FP32",
+                    shape=[1, 64],
+                    contents=pb.InferTensorContents(fp32_contents=[0.0] * 10),
+                )
+            ]
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "contents.fp32_contents has 10 values",
+    ),
+    "contents and raw together": (
+        _with_raw(
+            Tensor(
+                name="pixels",
+                datatype="FP32",
+                shape=[1, 64],
+                contents=pb.InferTensorContents(fp32_contents=[0.0] * 64),
+            ),
+            ROW.tobytes(),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "sets contents although the request uses raw_input_contents",
+    ),
+    "empty batch": (
+        pixels_request(np.zeros((0, 64))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'pixels': empty batch",
+    ),
+    "batch above max": (
+        pixels_request(np.zeros((65, 64))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "batch of 65 rows is above the model's max batch size 64",
+    ),
+    "unknown requested output": (
+        pixels_request(ROW, outputs=["logits"]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "requested output 'logits'",
+    ),
+}
+
+
+@pytest.fixture
+def server(repository: Path, serve: Serve) -> ServerThread:
+    write_probe(repository / "probe" / "1", probe_config())
+    broken = repository / "broken" / "1"
+    write_probe(broken, probe_config())
+    (broken / "model.pt").write_bytes(b"garbage")
+    return serve(repository, max_message_bytes=64 * 1024)
+
+
+def _call(server: ServerThread, call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    return raised.value
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_request_gets_its_status_and_a_message_naming_the_field(
+    server: ServerThread, case: str
+) -> None:
+    request, code, message = BAD_REQUESTS[case]
+    error = _call(server, lambda: server.stub.ModelInfer(request))
+    assert error.code() == code
+    assert message in (error.details() or "")
+
+
+def test_server_stays_healthy_after_bad_requests(server: ServerThread) -> None:
+    for request, _, _ in BAD_REQUESTS.values():
+        _call(server, lambda request=request: server.stub.ModelInfer(request))  # type: ignore[misc]
+    assert server.stub.ServerReady(pb.ServerReadyRequest()).ready
+    assert server.stub.ModelInfer(pixels_request(ROW)).model_name == "digits"
+
+
+def test_model_not_ready_is_unavailable_without_server_details(server: ServerThread) -> None:
+    error = _call(server, lambda: server.stub.ModelInfer(probe_request(np.zeros((1, 4)), "broken")))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    details = error.details() or ""
+    assert "broken" in details
+    assert "model.pt" not in details
+
+
+def test_message_above_the_limit_is_resource_exhausted(server: ServerThread) -> None:
+    big = np.zeros((64, 64 * 5), dtype=np.float32)  # 80 KiB > 64 KiB limit
+    error = _call(server, lambda: server.stub.ModelInfer(raw_request("digits", {"pixels": big})))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_model_failure_is_internal_without_a_stack_trace(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    poison = np.full((1, 4), -5000.0)
+    error = _call(server, lambda: server.stub.ModelInfer(probe_request(poison)))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    details = error.details() or ""
+    assert "forward pass failed" in details
+    assert "Traceback" not in details
+    assert "asked to fail" not in details
+    assert any("asked to fail" in (record.exc_text or "") for record in caplog.records)
+    ok = server.stub.ModelInfer(probe_request(np.ones((1, 4))))
+    assert ok.model_name == "probe"
