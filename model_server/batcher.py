@@ -6,18 +6,27 @@ waited `max_queue_delay`, then runs the forward pass on the version's own
 inference thread (so the event loop never blocks) and hands each caller its
 own rows. While a forward pass runs, new requests queue up and form the next
 batch, so under load batches fill without waiting for the delay.
+
+Telemetry: each request gets a queue-wait span (child of its request span) and the
+queue-duration metric; each batch gets one forward span, a child of the first request's
+span with a link to every request span in the batch, plus batch-size and forward-duration
+metrics. Metrics of the forward pass are recorded on the inference thread.
 """
 
 import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext
 
+from model_server import telemetry
 from model_server.errors import (
     DeadlineExceededError,
     ModelExecutionError,
@@ -28,6 +37,12 @@ from model_server.errors import (
 logger = logging.getLogger(__name__)
 
 ForwardFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+OutputsObserver = Callable[[list[np.ndarray]], None]
+
+QUEUE_SPAN = "infer.queue"
+FORWARD_SPAN = "infer.forward"
+BATCH_SIZE_ATTRIBUTE = "inferwatch.batch.size"
+BATCH_REQUESTS_ATTRIBUTE = "inferwatch.batch.requests"
 
 
 @dataclass(slots=True)
@@ -36,7 +51,9 @@ class _Pending:
     rows: int
     deadline: float | None
     future: asyncio.Future[list[np.ndarray]]
+    span_context: SpanContext
     enqueued_at: float = field(default_factory=time.monotonic)
+    enqueued_ns: int = field(default_factory=time.time_ns)
 
 
 class DynamicBatcher:
@@ -51,9 +68,15 @@ class DynamicBatcher:
         max_queue_delay_s: float,
         max_queue_size: int,
         enabled: bool = True,
+        attributes: Mapping[str, str] | None = None,
+        observe_outputs: OutputsObserver | None = None,
     ) -> None:
         self._forward = forward
+        self._observe_outputs = observe_outputs
         self._name = name
+        self._attributes = dict(attributes or {})
+        self._queue_full = {**self._attributes, telemetry.REASON: "queue_full"}
+        self._expired = {**self._attributes, telemetry.REASON: "deadline"}
         self._max_batch_size = max_batch_size
         self._max_queue_delay_s = max_queue_delay_s if enabled else 0.0
         self._max_queue_size = max_queue_size
@@ -84,12 +107,14 @@ class DynamicBatcher:
         if not self._accepting:
             raise ModelNotReadyError(f"model {self._name} is not accepting requests")
         if len(self._queue) >= self._max_queue_size:
+            telemetry.rejected.add(1, self._queue_full)
             raise QueueFullError(
                 f"model {self._name}: queue is full ({self._max_queue_size} requests waiting)"
             )
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
         rows = inputs[0].shape[0]
-        self._queue.append(_Pending(inputs, rows, deadline, future))
+        span_context = trace.get_current_span().get_span_context()
+        self._queue.append(_Pending(inputs, rows, deadline, future, span_context))
         self._queued_rows += rows
         self._wakeup.set()
         try:
@@ -145,6 +170,7 @@ class DynamicBatcher:
             if pending.future.done():  # cancelled by its caller while queued
                 continue
             if pending.deadline is not None and pending.deadline <= now:
+                telemetry.rejected.add(1, self._expired)
                 pending.future.set_exception(
                     DeadlineExceededError(
                         f"model {self._name}: deadline passed after "
@@ -157,6 +183,15 @@ class DynamicBatcher:
         return batch
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        dispatched_ns = time.time_ns()
+        for pending in batch:
+            telemetry.queue_duration.record(
+                (dispatched_ns - pending.enqueued_ns) / 1e9, self._attributes
+            )
+            if pending.span_context.trace_flags.sampled:
+                telemetry.tracer.start_span(
+                    QUEUE_SPAN, _parent(pending.span_context), start_time=pending.enqueued_ns
+                ).end(dispatched_ns)
         if len(batch) == 1:
             inputs: Sequence[np.ndarray] = batch[0].inputs
         else:
@@ -164,9 +199,24 @@ class DynamicBatcher:
                 np.concatenate([pending.inputs[i] for pending in batch])
                 for i in range(len(batch[0].inputs))
             ]
+        rows = sum(pending.rows for pending in batch)
+        span = telemetry.tracer.start_span(
+            FORWARD_SPAN,
+            _parent(batch[0].span_context),
+            links=[Link(p.span_context) for p in batch if p.span_context.is_valid],
+            attributes={
+                **self._attributes,
+                BATCH_SIZE_ATTRIBUTE: rows,
+                BATCH_REQUESTS_ATTRIBUTE: len(batch),
+            },
+            start_time=dispatched_ns,
+        )
         try:
-            outputs = await loop.run_in_executor(self._executor, self._forward, inputs)
-        except Exception:
+            outputs = await loop.run_in_executor(self._executor, self._observed_forward, inputs)
+        except Exception as exc:
+            span.record_exception(exc)
+            span.set_status(trace.StatusCode.ERROR, "forward pass failed")
+            span.end()
             logger.exception(
                 "model %s: forward pass failed on a batch of %d requests", self._name, len(batch)
             )
@@ -176,9 +226,24 @@ class DynamicBatcher:
                         ModelExecutionError(f"model {self._name}: forward pass failed")
                     )
             return
+        span.end()
         start = 0
         for pending in batch:
             stop = start + pending.rows
             if not pending.future.done():
                 pending.future.set_result([output[start:stop] for output in outputs])
             start = stop
+
+    def _observed_forward(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Runs on the inference thread: the pass itself and its metrics."""
+        started = time.perf_counter()
+        outputs = self._forward(inputs)
+        telemetry.forward_duration.record(time.perf_counter() - started, self._attributes)
+        telemetry.batch_size.record(inputs[0].shape[0], self._attributes)
+        if self._observe_outputs is not None:
+            self._observe_outputs(outputs)
+        return outputs
+
+
+def _parent(span_context: SpanContext) -> Context:
+    return trace.set_span_in_context(NonRecordingSpan(span_context))

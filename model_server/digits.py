@@ -16,7 +16,13 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from model_server.model_config import CONFIG_FILE, DynamicBatchingConfig, ModelConfig, TensorSpec
+from model_server.model_config import (
+    CONFIG_FILE,
+    DynamicBatchingConfig,
+    ModelConfig,
+    MonitoringConfig,
+    TensorSpec,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +103,7 @@ def config() -> ModelConfig:
         max_batch_size=64,
         dynamic_batching=DynamicBatchingConfig(max_queue_delay_ms=2.0, max_queue_size=1024),
         labels=[str(digit) for digit in range(N_CLASSES)],
+        monitoring=MonitoringConfig(probabilities_output="probabilities"),
     )
 
 

@@ -57,6 +57,16 @@ class DynamicBatchingConfig(BaseModel):
     """Requests waiting beyond this are rejected at once with RESOURCE_EXHAUSTED."""
 
 
+class MonitoringConfig(BaseModel):
+    """What the model-quality telemetry reads from a model's outputs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    probabilities_output: str | None = None
+    """Output holding class probabilities [-1, len(labels)]: its highest value is recorded as
+    the prediction's confidence and its argmax counted as the predicted label."""
+
+
 class ModelConfig(BaseModel):
     """Contents of `<repository>/<model>/<version>/config.json`."""
 
@@ -78,6 +88,8 @@ class ModelConfig(BaseModel):
     """Batching behaviour."""
     labels: list[str] | None = None
     """Class labels: the class index i of a classifier means labels[i]."""
+    monitoring: MonitoringConfig = MonitoringConfig()
+    """Model-quality telemetry."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Self:
@@ -86,7 +98,21 @@ class ModelConfig(BaseModel):
             duplicates = sorted({name for name in names if names.count(name) > 1})
             if duplicates:
                 raise ValueError(f"duplicate {kind} names: {duplicates}")
+        probabilities = self.monitoring.probabilities_output
+        if probabilities is not None:
+            spec = next((s for s in self.outputs if s.name == probabilities), None)
+            if spec is None:
+                raise ValueError(f"monitoring.probabilities_output {probabilities!r} is no output")
+            if not self.labels or spec.shape != (-1, len(self.labels)):
+                raise ValueError(
+                    f"monitoring.probabilities_output {probabilities!r} must have shape "
+                    "[-1, len(labels)] and labels must be set"
+                )
         return self
+
+    def output_index(self, name: str) -> int:
+        """Position of an output in the module's return value."""
+        return [spec.name for spec in self.outputs].index(name)
 
     @classmethod
     def load(cls, version_dir: Path) -> "ModelConfig":

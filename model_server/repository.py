@@ -7,11 +7,15 @@ and never stops the others or the server.
 import asyncio
 import logging
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from model_server.batcher import DynamicBatcher
+import numpy as np
+
+from model_server import telemetry
+from model_server.batcher import DynamicBatcher, OutputsObserver
 from model_server.errors import ModelNotFoundError, ModelNotReadyError
 from model_server.model_config import ModelConfig, ModelConfigError
 from model_server.torchscript_model import ModelLoadError, TorchScriptModel
@@ -46,6 +50,11 @@ class ModelVersion:
     def label(self) -> str:
         """`name:version`, for logs and error messages."""
         return f"{self.name}:{self.version}"
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """Telemetry attributes naming this version."""
+        return {telemetry.MODEL_NAME: self.name, telemetry.MODEL_VERSION: str(self.version)}
 
 
 class ModelRepository:
@@ -112,6 +121,8 @@ class ModelRepository:
             max_queue_delay_s=batching.max_queue_delay_ms / 1000,
             max_queue_size=batching.max_queue_size,
             enabled=batching.enabled,
+            attributes=entry.attributes,
+            observe_outputs=_prediction_observer(config, entry.attributes),
         )
         entry.batcher.start()
         entry.state = ModelState.READY
@@ -142,6 +153,29 @@ class ModelRepository:
             )
         return entry
 
+    def queue_depths(self) -> Iterator[tuple[Mapping[str, str], int]]:
+        """Requests waiting per loaded version (for the queue-depth gauge)."""
+        for entry in self._entries():
+            if entry.batcher is not None:
+                yield entry.attributes, entry.batcher.queue_depth
+
+    def readiness(self) -> Iterator[tuple[Mapping[str, str], bool]]:
+        """Whether each known version is ready (for the model-ready gauge)."""
+        for entry in self._entries():
+            yield entry.attributes, entry.state is ModelState.READY
+
+    def telemetry_attributes(self, name: str, version: str) -> dict[str, str]:
+        """Bounded attributes for a request: only names and versions the repository knows."""
+        versions = self._models.get(name)
+        if versions is None:
+            return {telemetry.MODEL_NAME: telemetry.UNKNOWN_MODEL, telemetry.MODEL_VERSION: ""}
+        known = version if version.isdigit() and int(version) in versions else ""
+        return {telemetry.MODEL_NAME: name, telemetry.MODEL_VERSION: known}
+
+    def _entries(self) -> Iterator[ModelVersion]:
+        for versions in list(self._models.values()):
+            yield from list(versions.values())
+
     def is_ready(self, name: str, version: str) -> bool:
         """Whether `resolve` would succeed; NOT_FOUND for unknown models or versions."""
         try:
@@ -158,6 +192,20 @@ class ModelRepository:
                     await entry.batcher.close()
                     entry.batcher = None
                 entry.state = ModelState.UNLOADED
+
+
+def _prediction_observer(
+    config: ModelConfig, attributes: Mapping[str, str]
+) -> OutputsObserver | None:
+    probabilities = config.monitoring.probabilities_output
+    if probabilities is None or config.labels is None:
+        return None
+    index, labels = config.output_index(probabilities), config.labels
+
+    def observe(outputs: list[np.ndarray]) -> None:
+        telemetry.record_predictions(outputs[index], labels, attributes)
+
+    return observe
 
 
 def _load_and_check(path: Path, config: ModelConfig) -> TorchScriptModel:

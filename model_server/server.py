@@ -5,6 +5,7 @@ import logging
 
 import torch
 
+from model_server import telemetry
 from model_server.core import InferenceCore
 from model_server.digits import ensure_default_model
 from model_server.grpc.server import GrpcServer
@@ -35,6 +36,7 @@ class ModelServer:
         if settings.create_default_model:
             await asyncio.to_thread(ensure_default_model, settings.model_repository)
         await self.repository.load_all()
+        telemetry.observe(self.repository)
         self.core.set_ready(True)
         await self._grpc.publish_health()
         logger.info("server ready with models %s", self.repository.model_names())
@@ -46,4 +48,5 @@ class ModelServer:
         if self._grpc is not None:
             await self._grpc.stop(self._settings.shutdown_grace_s)
         await self.repository.close()
+        telemetry.forget(self.repository)
         logger.info("server stopped")

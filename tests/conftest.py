@@ -13,6 +13,17 @@ from model_server import digits
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 from model_server.server import ModelServer
 from model_server.settings import ModelServerSettings
+from tests import telemetry_capture
+from tests.telemetry_capture import TelemetryCapture
+
+# Before any test: the API's global providers can be set only once per process.
+telemetry_capture.install()
+
+
+@pytest.fixture
+def telemetry() -> Iterator[TelemetryCapture]:
+    """Spans (cleared per test) and metrics recorded through the global providers."""
+    yield from telemetry_capture.captured()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import pytest
 
 from model_server.batcher import DynamicBatcher
 from model_server.errors import DeadlineExceededError, ModelNotReadyError, QueueFullError
+from tests.telemetry_capture import TelemetryCapture
 
 
 class RecordingForward:
@@ -84,8 +85,9 @@ def test_disabled_batching_runs_each_request_alone() -> None:
     assert forward.batches == [1, 1, 1, 1]
 
 
-def test_full_queue_rejects_at_once() -> None:
+def test_full_queue_rejects_at_once(telemetry: TelemetryCapture) -> None:
     forward = RecordingForward()
+    rejected_before = _rejected(telemetry, "queue_full")
 
     async def scenario() -> None:
         batcher = _batcher(forward, max_queue_size=2, max_queue_delay_s=0.5, max_batch_size=64)
@@ -101,10 +103,16 @@ def test_full_queue_rejects_at_once() -> None:
 
     asyncio.run(scenario())
     assert forward.batches == [2]
+    assert _rejected(telemetry, "queue_full") == rejected_before + 1
 
 
-def test_expired_request_is_not_computed() -> None:
+def _rejected(telemetry: TelemetryCapture, reason: str) -> float:
+    return telemetry.total("inferwatch.server.requests.rejected", reason=reason)
+
+
+def test_expired_request_is_not_computed(telemetry: TelemetryCapture) -> None:
     forward = RecordingForward()
+    rejected_before = _rejected(telemetry, "deadline")
 
     async def scenario() -> None:
         batcher = _batcher(forward, max_queue_delay_s=0.05, max_batch_size=64)
@@ -117,6 +125,7 @@ def test_expired_request_is_not_computed() -> None:
 
     asyncio.run(scenario())
     assert forward.batches == [1]
+    assert _rejected(telemetry, "deadline") == rejected_before + 1
 
 
 def test_cancelled_request_is_not_computed() -> None:

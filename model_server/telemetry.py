@@ -1,0 +1,148 @@
+"""The model server's instruments, created once at import; only the OpenTelemetry API.
+
+Attributes are bounded: model name and version come from the repository (never from an
+unknown name a client sent), status is a gRPC code name, reason and label come from fixed sets.
+"""
+
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+import numpy as np
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from model_server import __version__
+
+SCOPE = "model_server"
+
+#: Seconds, 1 ms to 10 s: request, queue and forward durations.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Rows per forward pass.
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: Highest class probability.
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+MODEL_NAME = "model.name"
+MODEL_VERSION = "model.version"
+STATUS = "status"
+REASON = "reason"
+LABEL = "label"
+UNKNOWN_MODEL = "_unknown"
+
+tracer = trace.get_tracer(SCOPE, __version__)
+_meter = metrics.get_meter(SCOPE, __version__)
+
+requests = _meter.create_counter(
+    "inferwatch.server.requests",
+    unit="{request}",
+    description="ModelInfer calls answered, by model, version and gRPC status.",
+)
+request_duration = _meter.create_histogram(
+    "inferwatch.server.request.duration",
+    unit="s",
+    description="Time from receiving a ModelInfer call to answering it.",
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+)
+in_flight = _meter.create_up_down_counter(
+    "inferwatch.server.requests.in_flight",
+    unit="{request}",
+    description="ModelInfer calls being handled now.",
+)
+rejected = _meter.create_counter(
+    "inferwatch.server.requests.rejected",
+    unit="{request}",
+    description="Requests refused before computing: reason queue_full or deadline.",
+)
+queue_duration = _meter.create_histogram(
+    "inferwatch.batch.queue.duration",
+    unit="s",
+    description="Time a request waited in its model's queue before its batch ran.",
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+)
+forward_duration = _meter.create_histogram(
+    "inferwatch.batch.forward.duration",
+    unit="s",
+    description="Duration of one forward pass over a batch.",
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+)
+batch_size = _meter.create_histogram(
+    "inferwatch.batch.size",
+    unit="{row}",
+    description="Rows per forward pass.",
+    explicit_bucket_boundaries_advisory=BATCH_SIZE_BUCKETS,
+)
+confidence = _meter.create_histogram(
+    "inferwatch.model.confidence",
+    unit="1",
+    description="Highest class probability of each prediction.",
+    explicit_bucket_boundaries_advisory=CONFIDENCE_BUCKETS,
+)
+predictions = _meter.create_counter(
+    "inferwatch.model.predictions",
+    unit="{prediction}",
+    description="Predicted labels, by label from the model's label set.",
+)
+
+
+class ModelStateSource(Protocol):
+    """Something that can report queue depth and readiness per model version."""
+
+    def queue_depths(self) -> Iterable[tuple[Mapping[str, str], int]]:
+        """(attributes, requests waiting) per loaded version."""
+
+    def readiness(self) -> Iterable[tuple[Mapping[str, str], bool]]:
+        """(attributes, ready) per known version."""
+
+
+_sources: "weakref.WeakSet[ModelStateSource]" = weakref.WeakSet()
+
+
+def observe(source: ModelStateSource) -> None:
+    """Report this source's queue depths and readiness from now on."""
+    _sources.add(source)
+
+
+def forget(source: ModelStateSource) -> None:
+    """Stop reporting a source (its server stopped)."""
+    _sources.discard(source)
+
+
+def _queue_depth(_: CallbackOptions) -> Iterable[Observation]:
+    for source in list(_sources):
+        for attributes, depth in source.queue_depths():
+            yield Observation(depth, dict(attributes))
+
+
+def _model_ready(_: CallbackOptions) -> Iterable[Observation]:
+    for source in list(_sources):
+        for attributes, ready in source.readiness():
+            yield Observation(1 if ready else 0, dict(attributes))
+
+
+_meter.create_observable_gauge(
+    "inferwatch.batch.queue.depth",
+    callbacks=[_queue_depth],
+    unit="{request}",
+    description="Requests waiting in a model version's queue.",
+)
+_meter.create_observable_gauge(
+    "inferwatch.model.ready",
+    callbacks=[_model_ready],
+    unit="1",
+    description="1 when the model version can serve, else 0.",
+)
+
+
+def record_predictions(
+    probabilities: np.ndarray, labels: list[str], attributes: Mapping[str, str]
+) -> None:
+    """Confidence and predicted label of every row of one batch's class probabilities."""
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(labels) or not len(probabilities):
+        return
+    best = probabilities.max(axis=1)
+    for value in best.tolist():
+        confidence.record(value, attributes)
+    counts = np.bincount(probabilities.argmax(axis=1), minlength=len(labels))
+    for index in np.flatnonzero(counts).tolist():
+        predictions.add(int(counts[index]), {**attributes, LABEL: labels[index]})
