@@ -164,6 +164,10 @@ class ModelRepository:
         for entry in self._entries():
             yield entry.attributes, entry.state is ModelState.READY
 
+    def telemetry_model_name(self, name: str) -> str:
+        """The name if the repository knows it, else a fixed placeholder (bounded cardinality)."""
+        return name if name in self._models else telemetry.UNKNOWN_MODEL
+
     def telemetry_attributes(self, name: str, version: str) -> dict[str, str]:
         """Bounded attributes for a request: only names and versions the repository knows."""
         versions = self._models.get(name)

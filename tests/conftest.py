@@ -3,6 +3,7 @@
 import asyncio
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +41,15 @@ def repository(tmp_path: Path, digits_version_dir: Path) -> Path:
     root = tmp_path / "models"
     shutil.copytree(digits_version_dir, root / "digits" / "1")
     return root
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll a condition the test cannot be notified of; fail after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.005)
 
 
 class ServerThread:

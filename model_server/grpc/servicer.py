@@ -187,8 +187,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        with telemetry.tracer.start_as_current_span(DECODE_SPAN):
-            decoded = infer_request_from_pb(request, deadline)
-        response = await self.core.infer(decoded)
-        with telemetry.tracer.start_as_current_span(ENCODE_SPAN):
-            return infer_response_to_pb(response)
+        model = {
+            telemetry.MODEL_NAME: self.core.repository.telemetry_model_name(request.model_name)
+        }
+        telemetry.in_flight.add(1, model)
+        try:
+            with telemetry.tracer.start_as_current_span(DECODE_SPAN):
+                decoded = infer_request_from_pb(request, deadline)
+            response = await self.core.infer(decoded)
+            with telemetry.tracer.start_as_current_span(ENCODE_SPAN):
+                return infer_response_to_pb(response)
+        finally:
+            telemetry.in_flight.add(-1, model)

@@ -1,7 +1,5 @@
 """Dynamic batching observed end to end over gRPC."""
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -9,18 +7,9 @@ import numpy as np
 import pytest
 
 from model_server.batcher import DynamicBatcher
-from tests.conftest import Serve, ServerThread
+from tests.conftest import Serve, ServerThread, wait_until
 from tests.model_server.protocol import outputs, probe_request
 from tests.model_server.test_models import probe_config, write_probe
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll a condition the test cannot be notified of; fail after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.005)
 
 
 def batcher_of(server: ServerThread, model: str) -> DynamicBatcher:

@@ -10,10 +10,10 @@ import pytest
 from model_server import digits
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
-from tests.conftest import Serve
+from tests.conftest import Serve, wait_until
 from tests.model_server.protocol import outputs, pixels_request, probe_request
 from tests.model_server.server_process import ServerProcess
-from tests.model_server.test_batching_grpc import batcher_of, wait_until
+from tests.model_server.test_batching_grpc import batcher_of
 from tests.model_server.test_models import probe_config, write_probe
 
 

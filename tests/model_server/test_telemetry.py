@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from model_server.proto import grpc_service_pb2 as pb
-from tests.conftest import Serve, ServerThread
+from tests.conftest import Serve, ServerThread, wait_until
 from tests.model_server.protocol import pixels_request, probe_request
 from tests.model_server.test_models import probe_config, write_probe
 from tests.telemetry_capture import TelemetryCapture
@@ -24,6 +24,7 @@ INFER_SPAN = "inference.GRPCInferenceService/ModelInfer"
 @pytest.fixture
 def server(repository: Path, serve: Serve) -> ServerThread:
     write_probe(repository / "probe" / "1", probe_config(max_batch_size=16, delay_ms=50))
+    write_probe(repository / "slow" / "1", probe_config(max_batch_size=16, delay_ms=1000))
     return serve(repository)
 
 
@@ -159,3 +160,15 @@ def test_model_quality_and_batch_metrics(server: ServerThread, telemetry: Teleme
     assert telemetry.total("inferwatch.model.ready", **digits_attributes) == 1
     depth = telemetry.points("inferwatch.batch.queue.depth")
     assert any(p.attributes == {"model.name": "probe", "model.version": "1"} for p in depth)
+
+
+def test_in_flight_and_queue_depth_while_a_request_waits(
+    server: ServerThread, telemetry: TelemetryCapture
+) -> None:
+    slow = {"model.name": "slow"}
+    waiting = server.stub.ModelInfer.future(probe_request(np.ones((1, 4)), model="slow"))
+    wait_until(lambda: telemetry.total("inferwatch.batch.queue.depth", **slow) == 1)
+    assert telemetry.total("inferwatch.server.requests.in_flight", **slow) == 1
+    waiting.result(timeout=10)
+    assert telemetry.total("inferwatch.server.requests.in_flight", **slow) == 0
+    assert telemetry.total("inferwatch.batch.queue.depth", **slow) == 0
