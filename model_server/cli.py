@@ -6,8 +6,12 @@ import logging
 import signal
 from pathlib import Path
 
+from model_server import __version__
 from model_server.server import ModelServer
 from model_server.settings import ModelServerSettings
+from otel import setup_telemetry
+
+SERVICE_NAME = "inferwatch-model-server"
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +44,11 @@ async def _serve(settings: ModelServerSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run until SIGTERM or SIGINT, then shut down gracefully; exit code 0."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully (telemetry flushed); exit 0."""
     settings = ModelServerSettings(**_parse_args(argv))  # type: ignore[arg-type]
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    asyncio.run(_serve(settings))
+    telemetry = setup_telemetry(settings, service_name=SERVICE_NAME, service_version=__version__)
+    try:
+        asyncio.run(_serve(settings))
+    finally:
+        telemetry.shutdown()
     return 0

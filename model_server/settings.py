@@ -4,13 +4,21 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from otel import TelemetrySettings
 
 
-class ModelServerSettings(BaseSettings):
-    """Everything the model server can be told; flags override the environment."""
+class ModelServerSettings(TelemetrySettings):
+    """Everything the model server can be told; flags override the environment.
 
-    model_config = SettingsConfigDict(env_prefix="MODEL_SERVER_", extra="forbid")
+    The telemetry fields (metrics port, JSON logs, log level...) come from `TelemetrySettings`
+    and take the same `MODEL_SERVER_` prefix; exporters and sampling are `OTEL_*` variables.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODEL_SERVER_", extra="forbid", use_attribute_docstrings=True
+    )
 
     host: str = "127.0.0.1"
     """Address the gRPC server binds; use 0.0.0.0 inside a container."""
@@ -28,5 +36,3 @@ class ModelServerSettings(BaseSettings):
     """On SIGTERM/SIGINT, how long in-flight requests may take to finish."""
     torch_threads: Annotated[int, Field(ge=1)] = 1
     """torch intra-op threads per forward pass (see docs/architecture.md for why 1)."""
-    log_level: str = "INFO"
-    """Python logging level name."""

@@ -129,7 +129,7 @@ _meter.create_observable_gauge(
 _meter.create_observable_gauge(
     "inferwatch.model.ready",
     callbacks=[_model_ready],
-    unit="1",
+    unit="",
     description="1 when the model version can serve, else 0.",
 )
 

@@ -1,6 +1,7 @@
 """Fixtures shared by every test package: the digits model and a real in-process server."""
 
 import asyncio
+import os
 import shutil
 import threading
 import time
@@ -15,6 +16,7 @@ from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 from model_server.server import ModelServer
 from model_server.settings import ModelServerSettings
 from tests import telemetry_capture
+from tests.prometheus import START_TIMEOUT_S, Prometheus
 from tests.telemetry_capture import TelemetryCapture
 
 # Before any test: the API's global providers can be set only once per process.
@@ -119,3 +121,33 @@ def serve() -> Iterator[Serve]:
     yield _serve
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def prometheus_binary() -> str:
+    """Path of the prometheus binary; skip without it, unless under CI."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("prometheus binary missing under CI (apt-get install -y prometheus)")
+        pytest.skip("prometheus binary missing (apt-get install -y prometheus)")
+    return binary
+
+
+StartPrometheus = Callable[[int], Prometheus]
+
+
+@pytest.fixture
+def start_prometheus(prometheus_binary: str, tmp_path: Path) -> Iterator[StartPrometheus]:
+    """`start_prometheus(target_port)` -> a ready Prometheus scraping that port every second."""
+    started: list[Prometheus] = []
+
+    def start(target_port: int) -> Prometheus:
+        prometheus = Prometheus(prometheus_binary, tmp_path, target_port)
+        started.append(prometheus)
+        prometheus.poll("/-/ready", lambda status: status == 200, START_TIMEOUT_S)
+        return prometheus
+
+    yield start
+    for prometheus in started:
+        prometheus.stop()

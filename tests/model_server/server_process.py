@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 _LISTENING = re.compile(r"gRPC server listening on [^:\s]+:(\d+)")
+_METRICS = re.compile(r"Serving Prometheus metrics on http://[^:\s]+:(\d+)/metrics")
 _READY = "server ready with models"
 
 
@@ -18,11 +19,17 @@ class ServerProcess:
     def __init__(self, cwd: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.log: list[str] = []
         self.port = 0
+        self.metrics_port = 0
         self._ready = threading.Event()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "model_server", *args],
             cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "MODEL_SERVER_METRICS_PORT": "0",
+                **(env or {}),
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -37,6 +44,9 @@ class ServerProcess:
             match = _LISTENING.search(line)
             if match:
                 self.port = int(match.group(1))
+            metrics = _METRICS.search(line)
+            if metrics:
+                self.metrics_port = int(metrics.group(1))
             if _READY in line:
                 self._ready.set()
         self._ready.set()  # the process ended: wake any waiter
