@@ -211,22 +211,24 @@ class DynamicBatcher:
             },
             start_time=dispatched_ns,
         )
-        try:
-            outputs = await loop.run_in_executor(self._executor, self._observed_forward, inputs)
-        except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(trace.StatusCode.ERROR, "forward pass failed")
-            span.end()
-            logger.exception(
-                "model %s: forward pass failed on a batch of %d requests", self._name, len(batch)
-            )
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(
-                        ModelExecutionError(f"model {self._name}: forward pass failed")
-                    )
-            return
-        span.end()
+        # The forward span is current while the pass runs, so its log lines carry its trace.
+        with trace.use_span(span, end_on_exit=True):
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._observed_forward, inputs)
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR, "forward pass failed")
+                logger.exception(
+                    "model %s: forward pass failed on a batch of %d requests",
+                    self._name,
+                    len(batch),
+                )
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(
+                            ModelExecutionError(f"model {self._name}: forward pass failed")
+                        )
+                return
         start = 0
         for pending in batch:
             stop = start + pending.rows
