@@ -77,7 +77,7 @@ def setup_telemetry(
         service_name=str(resource.attributes["service.name"]),
     )
     pipeline, otlp_handler = None, None
-    if settings.enabled:
+    if settings.telemetry_enabled:
         try:
             pipeline = _build_pipeline(
                 settings, resource, span_processors, metric_readers, log_processors

@@ -18,7 +18,7 @@ class TelemetrySettings(BaseSettings):
         env_prefix="INFERWATCH_TELEMETRY_", extra="forbid", use_attribute_docstrings=True
     )
 
-    enabled: bool = True
+    telemetry_enabled: bool = True
     """Master switch: False installs no providers, exporters or `/metrics` (logging still works)."""
     deployment_environment: str = "development"
     """Value of the `deployment.environment.name` resource attribute."""

@@ -68,7 +68,7 @@ def test_library_code_uses_the_global_providers(monkeypatch: pytest.MonkeyPatch)
 def test_disabled_telemetry_keeps_logging_only(
     make_telemetry: MakeTelemetry, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    telemetry = make_telemetry(enabled=False)
+    telemetry = make_telemetry(telemetry_enabled=False)
 
     assert telemetry.metrics_port is None
     assert isinstance(telemetry.tracer_provider, trace.NoOpTracerProvider)
