@@ -192,13 +192,6 @@ class DynamicBatcher:
                 telemetry.tracer.start_span(
                     QUEUE_SPAN, _parent(pending.span_context), start_time=pending.enqueued_ns
                 ).end(dispatched_ns)
-        if len(batch) == 1:
-            inputs: Sequence[np.ndarray] = batch[0].inputs
-        else:
-            inputs = [
-                np.concatenate([pending.inputs[i] for pending in batch])
-                for i in range(len(batch[0].inputs))
-            ]
         rows = sum(pending.rows for pending in batch)
         span = telemetry.tracer.start_span(
             FORWARD_SPAN,
@@ -214,7 +207,9 @@ class DynamicBatcher:
         # The forward span is current while the pass runs, so its log lines carry its trace.
         with trace.use_span(span, end_on_exit=True):
             try:
-                outputs = await loop.run_in_executor(self._executor, self._observed_forward, inputs)
+                outputs = await loop.run_in_executor(
+                    self._executor, self._observed_forward, [p.inputs for p in batch]
+                )
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, "forward pass failed")
@@ -236,8 +231,12 @@ class DynamicBatcher:
                 pending.future.set_result([output[start:stop] for output in outputs])
             start = stop
 
-    def _observed_forward(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Runs on the inference thread: the pass itself and its metrics."""
+    def _observed_forward(self, requests: list[Sequence[np.ndarray]]) -> list[np.ndarray]:
+        """Runs on the inference thread: joining the batch, the pass itself and its metrics."""
+        if len(requests) == 1:
+            inputs = requests[0]
+        else:
+            inputs = [np.concatenate(column) for column in zip(*requests, strict=True)]
         started = time.perf_counter()
         outputs = self._forward(inputs)
         telemetry.forward_duration.record(time.perf_counter() - started, self._attributes)
