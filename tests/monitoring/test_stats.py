@@ -1,6 +1,9 @@
 """The runtime's numpy-only distribution functions against scipy."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +99,16 @@ def test_binned_psi_and_wasserstein_on_known_histograms() -> None:
         sps.wasserstein_distance([0, 1, 3], [0, 1, 3], current[0], reference[0])
     )
     assert stats.binned_ks(current, reference)[0] == pytest.approx(0.1)
+
+
+def test_the_runtime_does_not_import_scipy() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from monitoring.drift import DriftMonitor, build_reference\n"
+        "x, y = np.arange(200.0).reshape(100, 2), np.arange(100) % 3\n"
+        "m = DriftMonitor(build_reference(x, labels=y, confidence=np.linspace(0, 1, 100)))\n"
+        "m.update(x, labels=y, confidence=np.ones(100))\n"
+        "m.evaluate().to_json()\n"
+        "assert 'scipy' not in sys.modules, 'scipy imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
