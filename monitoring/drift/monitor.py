@@ -5,11 +5,12 @@
     report = monitor.evaluate()                    # periodic task, another thread
     report.to_dict()                               # the JSON summary
 
-`update` bins the batch into the reference's bins with one `searchsorted` over all monitored
-features (each feature's values are mapped into its own disjoint slice of one sorted edge
-array) and one `bincount`, then adds the counts into the window's open bucket under a lock.
-`evaluate` sums the window's buckets and computes every statistic for all features at once on
-``[features, bins]`` arrays. The math is in ``monitoring/drift/METHOD.md``.
+`update` puts everything monitored in a batch (the selected feature columns, the confidence,
+the label) into one matrix and bins it with one `searchsorted` (each column's values are
+mapped into their own disjoint slice of one sorted edge array) and two `bincount` calls
+(counts and value sums per bin), then adds that one vector into the window's open bucket under
+a lock. `evaluate` sums the window's buckets and computes every statistic for all features at
+once on ``[features, bins]`` arrays. The math is in ``monitoring/drift/METHOD.md``.
 """
 
 import math
@@ -21,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitoring.drift import stats
-from monitoring.drift.reference import FeatureReference, Reference
+from monitoring.drift.reference import FeatureReference, Reference, label_feature
 from monitoring.drift.report import (
     ConfidenceDrift,
     DriftReport,
@@ -30,10 +31,9 @@ from monitoring.drift.report import (
     Status,
     WindowInfo,
 )
-from monitoring.drift.window import Part, SlidingWindow
+from monitoring.drift.window import SlidingWindow
 
 FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -108,44 +108,92 @@ def _psi_groups(counts: Sequence[int], n_groups: int) -> list[int]:
     return groups
 
 
-class _Binned:
-    """Several features' bins compiled for one vectorised count, and their statistics."""
+class _Layout:
+    """Every monitored column's bins in one flat vector, counted by one vectorised pass.
 
-    def __init__(self, refs: Sequence[FeatureReference], psi_bins: int) -> None:
-        f = len(refs)
-        self.n = f
-        n_bins = [len(r.counts) for r in refs]
-        self.width = width = max(n_bins)
-        self.size = 2 * f * width + f  # bin counts | bin sums | missing
-        self.reference = np.zeros((f, width))
-        self.positions = np.zeros((f, width))
+    Columns: the monitored features, then the confidence, then the label (as a discrete
+    feature over the class indices). The vector is [bin counts | bin value sums | missing],
+    the bins of all columns concatenated (column c's bins start at `bin_start[c]`).
+    """
+
+    def __init__(self, refs: Sequence[FeatureReference]) -> None:
+        c = len(refs)
+        self.columns = c
+        n_bins = np.array([len(r.counts) for r in refs], dtype=np.int64)
+        self.bin_start = np.concatenate(([0], np.cumsum(n_bins)))
+        self.bins = int(self.bin_start[-1])
+        self.size = 2 * self.bins + c
         edge_lo = np.array([r.edges[0] for r in refs])
         edge_hi = np.array([r.edges[-1] for r in refs])
-        self.scale = np.array([r.scale for r in refs])
-        # Values map to z = (clip(x) - clip_lo) * inv + j: feature j's edges land in
-        # [j + 1/6, j + 1/3], so one sorted array holds every feature's edges.
+        # Column c's values map to z = (clip(x) - clip_lo) * inv + c, which puts its edges in
+        # [c + 1/6, c + 1/3]: one sorted array holds every column's edges, and a value's
+        # position in it, plus c, is its flat bin index (column c has one more bin than edges).
         span = edge_hi - edge_lo
         self.clip_lo = edge_lo - span
         self.clip_hi = edge_hi + span
         self.inv = 0.5 / (self.clip_hi - self.clip_lo)
-        self.shift = np.arange(f, dtype=np.float64)
-        sorted_edges = []
-        offsets = np.zeros(f, dtype=np.int64)
-        seen = 0
+        self.shift = np.arange(c, dtype=np.float64)
+        self.column_index = np.arange(c, dtype=np.intp)
+        self.edges = np.concatenate(
+            [
+                (np.asarray(r.edges) - self.clip_lo[j]) * self.inv[j] + self.shift[j]
+                for j, r in enumerate(refs)
+            ]
+        )
+
+    def count(self, x: FloatArray) -> FloatArray:
+        """[rows, columns] values -> the window vector's part. NaN (or inf) is missing."""
+        finite = np.isfinite(x)
+        all_finite = bool(finite.all())
+        if not all_finite:
+            x = np.where(finite, x, 0.0)
+        z = np.maximum(x, self.clip_lo)
+        np.minimum(z, self.clip_hi, out=z)
+        z -= self.clip_lo
+        z *= self.inv
+        z += self.shift
+        index = np.searchsorted(self.edges, z, side="right")
+        index += self.column_index
+        trash = self.bins
+        if not all_finite:
+            index[~finite] = trash
+        flat = index.ravel()
+        out = np.empty(self.size, dtype=np.float64)
+        out[:trash] = np.bincount(flat, minlength=trash + 1)[:trash]
+        out[trash : 2 * trash] = np.bincount(flat, weights=x.ravel(), minlength=trash + 1)[:trash]
+        if all_finite:
+            out[2 * trash :] = 0.0
+        else:
+            out[2 * trash :] = x.shape[0] - finite.sum(axis=0)
+        return out
+
+
+class _Group:
+    """Statistics of consecutive layout columns [first, last), padded to [columns, bins]."""
+
+    def __init__(
+        self, layout: _Layout, refs: Sequence[FeatureReference], first: int, psi_bins: int
+    ) -> None:
+        f = len(refs)
+        self.n = f
+        n_bins = [len(r.counts) for r in refs]
+        self.width = width = max(n_bins)
+        start, stop = int(layout.bin_start[first]), int(layout.bin_start[first + f])
+        self.counts_slice = slice(start, stop)
+        self.sums_slice = slice(layout.bins + start, layout.bins + stop)
+        self.missing_slice = slice(2 * layout.bins + first, 2 * layout.bins + first + f)
+        # Where each flat bin goes in the padded [f, width] array.
+        self.pad_index = np.concatenate([j * width + np.arange(b) for j, b in enumerate(n_bins)])
+        self.reference = np.zeros((f, width))
+        self.positions = np.zeros((f, width))
+        self.scale = np.array([r.scale for r in refs])
         psi_group_lists = []
         for j, r in enumerate(refs):
             b = n_bins[j]
             self.reference[j, :b] = r.counts
             self.positions[j, :b] = r.positions
             self.positions[j, b:] = r.positions[-1]
-            edges = np.asarray(r.edges, dtype=np.float64)
-            sorted_edges.append((edges - self.clip_lo[j]) * self.inv[j] + self.shift[j])
-            offsets[j] = j * width - seen
-            seen += edges.size
             psi_group_lists.append(_psi_groups(r.counts, psi_bins))
-        self.edges = np.concatenate(sorted_edges)
-        self.offsets = offsets
-        self.trash = f * width
         self.ref_rows = self.reference.sum(axis=1)
         # PSI groups: bin (j, b) -> flat group j * n_groups + g; padding joins the last group.
         self.n_groups = n_groups = max(max(g) + 1 for g in psi_group_lists)
@@ -160,11 +208,6 @@ class _Binned:
         self.reference_groups = self._group(self.reference)
         self._psi_df = self.groups - 1
 
-    def _chi2_critical(self, alpha: float) -> FloatArray:
-        return np.array(
-            [stats.chi2_isf(alpha, int(d)) if d >= 1 else math.nan for d in self._psi_df]
-        )
-
     def _group(self, counts: FloatArray) -> FloatArray:
         grouped = np.bincount(
             self.group_index, weights=counts.ravel(), minlength=self.n * self.n_groups
@@ -172,37 +215,22 @@ class _Binned:
         result: FloatArray = np.asarray(grouped, dtype=np.float64).reshape(self.n, self.n_groups)
         return result
 
-    def count(self, x: FloatArray) -> FloatArray:
-        """[rows, n] values -> the window vector's part: bin counts, bin sums, missing."""
-        finite = np.isfinite(x)
-        all_finite = bool(finite.all())
-        if not all_finite:
-            x = np.where(finite, x, 0.0)
-        z = np.clip(x, self.clip_lo, self.clip_hi)
-        z -= self.clip_lo
-        z *= self.inv
-        z += self.shift
-        index = np.searchsorted(self.edges, z, side="right")
-        index += self.offsets
-        if not all_finite:
-            index[~finite] = self.trash
-        flat = index.ravel()
-        cells = self.trash
-        out = np.empty(self.size, dtype=np.float64)
-        out[:cells] = np.bincount(flat, minlength=cells + 1)[:cells]
-        out[cells : 2 * cells] = np.bincount(flat, weights=x.ravel(), minlength=cells + 1)[:cells]
-        if all_finite:
-            out[2 * cells :] = 0.0
-        else:
-            out[2 * cells :] = x.shape[0] - finite.sum(axis=0)
-        return out
+    def _padded(self, flat: FloatArray) -> FloatArray:
+        padded = np.zeros(self.n * self.width)
+        padded[self.pad_index] = flat
+        return padded.reshape(self.n, self.width)
+
+    def _chi2_critical(self, alpha: float) -> FloatArray:
+        return np.array(
+            [stats.chi2_isf(alpha, int(d)) if d >= 1 else math.nan for d in self._psi_df]
+        )
 
     def statistics(self, totals: FloatArray, alpha: float) -> dict[str, FloatArray]:
-        """Every per-feature statistic from the summed window vector."""
-        f, width, cells = self.n, self.width, self.trash
-        counts = totals[:cells].reshape(f, width)
-        sums = totals[cells : 2 * cells].reshape(f, width)
-        missing = totals[2 * cells :]
+        """Every per-column statistic from the summed window vector."""
+        f, width = self.n, self.width
+        counts = self._padded(totals[self.counts_slice])
+        sums = self._padded(totals[self.sums_slice])
+        missing = totals[self.missing_slice]
         reference = self.reference
         n = counts.sum(axis=1)
         m = self.ref_rows
@@ -233,10 +261,12 @@ class _Binned:
             atoms.reshape(f, 2 * width),
         )
         nan = np.full(f, math.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = sums.sum(axis=1) / n
         return {
             "samples": n,
             "missing": missing,
-            "mean": np.where(empty, nan, sums.sum(axis=1) / np.where(empty, 1.0, n)),
+            "mean": np.where(empty, nan, mean),
             "ks": np.where(empty, nan, ks),
             "ks_critical": np.where(empty, nan, ks_critical),
             "ks_pvalue": np.where(empty, nan, ks_pvalue),
@@ -287,33 +317,38 @@ class DriftMonitor:
             if self._columns == list(range(self._n_inputs))
             else np.array(self._columns, dtype=np.intp)
         )
+        refs = [reference.features[i] for i in self._columns]
+        n_features = len(refs)
+        self._confidence_column = self._label_column = -1
+        if reference.confidence is not None:
+            self._confidence_column = len(refs)
+            refs.append(reference.confidence)
+        labels = reference.labels
+        self._n_labels = len(labels.names) if labels is not None else 0
+        if labels is not None:
+            self._label_column = len(refs)
+            refs.append(label_feature(labels))
+        self._layout = _Layout(refs) if refs else None
         self._features = (
-            _Binned([reference.features[i] for i in self._columns], config.psi_bins)
-            if self._columns
+            _Group(self._layout, refs[:n_features], 0, config.psi_bins)
+            if self._layout is not None and n_features
             else None
         )
         self._confidence = (
-            _Binned([reference.confidence], config.psi_bins)
-            if reference.confidence is not None
+            _Group(
+                self._layout,
+                [refs[self._confidence_column]],
+                self._confidence_column,
+                config.psi_bins,
+            )
+            if self._layout is not None and self._confidence_column >= 0
             else None
         )
-        labels = reference.labels
-        self._n_labels = len(labels.names) if labels is not None else 0
         self._label_reference = (
             np.asarray(labels.counts, dtype=np.float64) if labels is not None else None
         )
-        # The window vector: features | confidence | label counts | invalid labels.
-        offset = 0
-        self._feature_slice = slice(offset, offset + (self._features.size if self._features else 0))
-        offset = self._feature_slice.stop
-        conf_size = self._confidence.size if self._confidence else 0
-        self._confidence_slice = slice(offset, offset + conf_size)
-        offset = self._confidence_slice.stop
-        self._label_slice = slice(offset, offset + self._n_labels)
-        offset = self._label_slice.stop
-        self._invalid_slot = offset
         self._window = SlidingWindow(
-            offset + 1,
+            self._layout.size if self._layout is not None else 0,
             max_rows=config.window_rows,
             max_seconds=config.window_seconds,
             buckets=config.buckets,
@@ -321,13 +356,13 @@ class DriftMonitor:
         )
         n_psi = int((self._features.groups >= 2).sum()) if self._features and config.psi_test else 0
         self.tests = (
-            len(self._columns)
+            n_features
             + n_psi
             + (1 if self._label_reference is not None else 0)
             + (1 if self._confidence is not None else 0)
         )
         self.test_alpha = config.false_alarm_rate / max(self.tests, 1)
-        if self._confidence is not None and reference.confidence is not None:
+        if reference.confidence is not None:
             self._confidence_reference_mean = reference.confidence.mean
         else:
             self._confidence_reference_mean = math.nan
@@ -362,47 +397,55 @@ class DriftMonitor:
                 raise ValueError(f"probabilities must be [rows, classes], got {p.shape}")
             labels = p.argmax(axis=1)
             confidence = p.max(axis=1)
-        rows: int | None = None
-        parts: list[Part] = []
-
-        def _rows(n: int, what: str) -> None:
-            nonlocal rows
-            if rows is None:
-                rows = n
-            elif rows != n:
-                raise ValueError(f"{what} has {n} rows, the batch {rows}")
-
-        if features is not None:
-            x = np.asarray(features, dtype=np.float64)
+        rows = -1
+        x = y = c = None
+        if features is not None and self._n_inputs:
+            x = np.asarray(features)
             if x.ndim != 2 or x.shape[1] != self._n_inputs:
                 raise ValueError(f"features must be [rows, {self._n_inputs}], got {list(x.shape)}")
-            _rows(x.shape[0], "features")
-            if self._features is not None and x.shape[0]:
-                if self._take is not None:
-                    x = x[:, self._take]
-                parts.append((self._feature_slice, self._features.count(x)))
+            rows = x.shape[0]
         if labels is not None:
             y = np.asarray(labels).ravel()
             if y.size and not np.issubdtype(y.dtype, np.integer):
                 raise ValueError(f"labels must be integers, got {y.dtype}")
-            _rows(y.size, "labels")
-            if self._n_labels and y.size:
-                valid = (y >= 0) & (y < self._n_labels)
-                if valid.all():
-                    parts.append((self._label_slice, np.bincount(y, minlength=self._n_labels)))
-                else:
-                    parts.append(
-                        (self._label_slice, np.bincount(y[valid], minlength=self._n_labels))
-                    )
-                    invalid = int(y.size - valid.sum())
-                    parts.append((slice(self._invalid_slot, self._invalid_slot + 1), invalid))
+            if rows >= 0 and y.size != rows:
+                raise ValueError(f"labels has {y.size} rows, the features {rows}")
+            rows = y.size
         if confidence is not None:
-            c = np.asarray(confidence, dtype=np.float64).ravel()
-            _rows(c.size, "confidence")
-            if self._confidence is not None and c.size:
-                parts.append((self._confidence_slice, self._confidence.count(c[:, None])))
-        if rows:
-            self._window.add(rows, parts)
+            c = np.asarray(confidence).ravel()
+            if rows >= 0 and c.size != rows:
+                raise ValueError(f"confidence has {c.size} rows, the batch {rows}")
+            rows = c.size
+        layout = self._layout
+        if rows <= 0 or layout is None:
+            return
+        # One [rows, columns] matrix of everything monitored, so one pass bins it all.
+        block = np.empty((rows, layout.columns))
+        absent: list[int] = []
+        n_features = self._features.n if self._features is not None else 0
+        if n_features:
+            if x is None:
+                block[:, :n_features] = layout.clip_lo[:n_features]
+                absent.extend(range(n_features))
+            elif self._take is None:
+                block[:, :n_features] = x
+            else:
+                block[:, :n_features] = x[:, self._take]
+        for column, values in ((self._confidence_column, c), (self._label_column, y)):
+            if column >= 0:
+                if values is None:
+                    block[:, column] = layout.clip_lo[column]
+                    absent.append(column)
+                else:
+                    block[:, column] = values
+        delta = layout.count(block)
+        if absent:
+            # Parts not sent were filled with a value below the column's first edge, which
+            # lands alone in the column's bin 0: take those counts back out.
+            first_bins = layout.bin_start[absent]
+            delta[first_bins] = 0.0
+            delta[layout.bins + first_bins] = 0.0
+        self._window.add(rows, delta)
 
     def reset(self) -> None:
         """Empty the window (e.g. after the reference or the model changed)."""
@@ -417,7 +460,7 @@ class DriftMonitor:
         min_samples = self.config.min_samples
         features: tuple[FeatureDrift, ...] = ()
         if self._features is not None:
-            features = self._feature_results(totals[self._feature_slice], alpha)
+            features = self._feature_results(totals, alpha)
         confidence = None
         if self._confidence is not None:
             confidence = self._confidence_result(totals, alpha)
@@ -497,7 +540,7 @@ class DriftMonitor:
 
     def _confidence_result(self, totals: FloatArray, alpha: float) -> ConfidenceDrift:
         assert self._confidence is not None
-        s = self._confidence.statistics(totals[self._confidence_slice], alpha)
+        s = self._confidence.statistics(totals, alpha)
         samples = int(s["samples"][0])
         mean = float(s["mean"][0])
         ks, critical = float(s["ks"][0]), float(s["ks_critical"][0])
@@ -519,7 +562,10 @@ class DriftMonitor:
     def _prediction_result(self, totals: FloatArray, alpha: float) -> PredictionDrift:
         assert self._label_reference is not None
         assert self.reference.labels is not None
-        counts = totals[self._label_slice]
+        assert self._layout is not None
+        start = int(self._layout.bin_start[self._label_column])
+        column = totals[start : int(self._layout.bin_start[self._label_column + 1])]
+        counts = column[1::2]  # class k is bin 2k + 1
         reference = self._label_reference
         samples = int(counts.sum())
         statistic, df = stats.chi2_homogeneity(counts, reference)
@@ -532,7 +578,7 @@ class DriftMonitor:
         nan_dist = (math.nan,) * self._n_labels
         return PredictionDrift(
             samples=samples,
-            invalid=int(totals[self._invalid_slot]),
+            invalid=int(column.sum() - samples),
             js_distance=stats.js_distance(reference, counts) if samples else math.nan,
             chi2=statistic,
             chi2_df=df,

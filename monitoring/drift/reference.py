@@ -223,6 +223,47 @@ class Reference:
         return cls.from_json(path.read_text(encoding="utf-8"))
 
 
+def exact_value_edges(support: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Edges giving each sorted support value v the bin [v, v + w), the gaps bins of their own.
+
+    w is 1e-9 of the support's magnitude, at most a quarter of the smallest gap.
+    """
+    lo, hi = float(support[0]), float(support[-1])
+    width = 1e-9 * max(hi - lo, abs(lo), abs(hi), 1.0)
+    if support.size > 1:
+        width = min(width, 0.25 * float(np.min(np.diff(support))))
+    # Neighbours a few ulps apart could collide: keep the edges strictly increasing.
+    edges: npt.NDArray[np.float64] = np.unique(np.concatenate((support, support + width)))
+    return edges
+
+
+def label_feature(labels: LabelReference) -> FeatureReference:
+    """The predicted label as a discrete feature over the class indices 0..K-1: class k is
+    bin 2k + 1; every other bin (negative, between or beyond the classes) means invalid."""
+    k = len(labels.names)
+    edges = exact_value_edges(np.arange(k, dtype=np.float64))
+    counts = [0] * (2 * k + 1)
+    counts[1::2] = labels.counts
+    mids = np.concatenate(([edges[0]], 0.5 * (edges[:-1] + edges[1:]), [edges[-1]]))
+    mids[1::2] = np.arange(k)
+    shares = np.asarray(labels.counts, dtype=np.float64)
+    values = np.arange(k, dtype=np.float64)
+    mean = float(np.sum(shares * values) / shares.sum())
+    std = float(np.sqrt(np.sum(shares * (values - mean) ** 2) / shares.sum()))
+    return FeatureReference(
+        name="label",
+        kind="discrete",
+        edges=tuple(float(e) for e in edges),
+        counts=tuple(counts),
+        positions=tuple(float(p) for p in mids),
+        mean=mean,
+        std=std,
+        min=0.0,
+        max=float(k - 1),
+        scale=1.0,
+    )
+
+
 def _feature(
     name: str, values: npt.NDArray[np.float64], bins: int, scale: float
 ) -> FeatureReference:
@@ -238,12 +279,7 @@ def _feature(
         kind = "discrete"
         integer = bool(np.all(distinct == np.round(distinct)))
         support = np.arange(lo, hi + 1.0) if integer and hi - lo + 1 <= bins else distinct
-        span = float(support[-1] - support[0])
-        width = 1e-9 * max(span, abs(lo), abs(hi), 1.0)
-        if support.size > 1:
-            width = min(width, 0.25 * float(np.min(np.diff(support))))
-        # [v, v + width) holds exactly the value v; the gaps between values are bins too.
-        edges = np.unique(np.concatenate((support, support + width)))
+        edges = exact_value_edges(support)
     else:
         kind = "continuous"
         levels = np.arange(bins, dtype=np.float64) / bins

@@ -19,15 +19,13 @@ so the summing happens outside the lock.
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
-Part = tuple[slice, npt.NDArray[np.float64] | npt.NDArray[np.int64] | npt.NDArray[np.intp] | float]
-"""One contribution to a window vector: where it goes and what is added there."""
 
 
 class _Bucket:
@@ -93,8 +91,8 @@ class SlidingWindow:
         """Age bound (None: unbounded by time)."""
         return self._max_seconds
 
-    def add(self, rows: int, parts: Iterable[Part]) -> None:
-        """Count `rows` rows whose contributions are `parts`: (slice of the vector, values)."""
+    def add(self, rows: int, delta: FloatArray) -> None:
+        """Count `rows` rows whose summed contribution to the vector is `delta`."""
         if rows <= 0:
             return
         now = self._clock()
@@ -104,9 +102,7 @@ class SlidingWindow:
             if bucket is None or self._full(bucket, now):
                 bucket = _Bucket(self._size, now)
                 self._buckets.append(bucket)
-            values = bucket.values
-            for where, delta in parts:
-                values[where] += delta
+            bucket.values += delta
             bucket.rows += rows
             bucket.last = now
             self._rows += rows

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from monitoring.drift import FeatureReference, Reference, build_reference
-from monitoring.drift.reference import FORMAT
+from monitoring.drift.reference import FORMAT, label_feature
 from tests.monitoring.conftest import FEATURE_NAMES, DigitsData
 
 
@@ -124,3 +124,15 @@ def test_build_rejects_bad_input() -> None:
         build_reference(np.zeros((3, 2)), feature_names=["a", "a"])
     with pytest.raises(ValueError, match="increasing"):
         FeatureReference("f", "discrete", (1.0, 1.0), (0, 1, 0), (1.0, 1.0, 1.0), 1, 0, 1, 1, 1)
+
+
+def test_labels_become_a_discrete_column() -> None:
+    reference = build_reference(None, labels=np.array([0, 2, 2, 2]), label_names=["a", "b", "c"])
+    assert reference.labels is not None
+    assert reference.labels.counts == (1, 0, 3)
+    column = label_feature(reference.labels)
+    edges = np.array(column.edges)
+    np.testing.assert_array_equal(edges[0::2], [0.0, 1.0, 2.0])
+    assert column.counts == (0, 1, 0, 0, 0, 3, 0)  # class k is bin 2k + 1
+    index = np.searchsorted(edges, [-1.0, 0.0, 1.0, 2.0, 3.0], side="right")
+    assert index.tolist() == [0, 1, 3, 5, 6]

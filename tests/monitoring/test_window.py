@@ -26,7 +26,7 @@ def _window(
 
 
 def _add(window: SlidingWindow, rows: int, value: float = 1.0) -> None:
-    window.add(rows, [(slice(0, 1), float(rows) * value), (slice(1, 2), float(rows))])
+    window.add(rows, np.array([rows * value, rows]))
 
 
 def test_count_window_holds_between_n_and_n_plus_one_bucket() -> None:
