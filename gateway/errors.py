@@ -1,0 +1,73 @@
+"""The gateway's one error hierarchy; `gateway.app` maps it to HTTP responses once.
+
+Every failure a client can cause or observe is one of these, with the HTTP status it gets.
+`str(error)` is safe to send to the client: it names the offending field or the reason, never
+an internal address or a stack trace.
+"""
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from types import MappingProxyType
+from typing import ClassVar
+
+
+class GatewayError(Exception):
+    """Base class: an unexpected failure of the gateway itself."""
+
+    status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
+    headers: ClassVar[Mapping[str, str]] = MappingProxyType({})
+
+
+class InvalidRequestError(GatewayError):
+    """The request is malformed or does not match the model (names the field)."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class UnauthorizedError(GatewayError):
+    """API keys are configured and the request carries no valid one."""
+
+    status = HTTPStatus.UNAUTHORIZED
+    headers = MappingProxyType({"WWW-Authenticate": "Bearer"})
+
+
+class NotFoundError(GatewayError):
+    """No such model or version on the model servers."""
+
+    status = HTTPStatus.NOT_FOUND
+
+
+class PayloadTooLargeError(GatewayError):
+    """The request body is above the configured limit."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class TooManyRequestsError(GatewayError):
+    """The model server refused the request for now (its queue is full); retry later."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+
+class UpstreamFailedError(GatewayError):
+    """The model server failed while handling the request."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class BadGatewayError(GatewayError):
+    """The model server answered in a way the gateway cannot translate."""
+
+    status = HTTPStatus.BAD_GATEWAY
+
+
+class UnavailableError(GatewayError):
+    """No model server could take the request: unreachable, or the model is not ready."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class DeadlineExceededError(GatewayError):
+    """The client's timeout passed before the model server answered."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT

@@ -1,0 +1,259 @@
+"""The Open Inference Protocol REST v2 routes: thin, each converts, calls the core, converts back.
+
+Every route with a model has two paths, with and without `/versions/{model_version}`. Errors
+are raised as `GatewayError`s and answered by the one handler in `gateway.app`.
+"""
+
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
+
+from gateway.converters import (
+    infer_request_to_pb,
+    infer_response_to_body,
+    model_metadata_from_pb,
+    server_metadata_from_pb,
+)
+from gateway.core import GatewayCore
+from gateway.errors import PayloadTooLargeError
+from gateway.schemas import (
+    ErrorResponse,
+    InferenceResponse,
+    ModelMetadataResponse,
+    ModelReadyResponse,
+    ServerLiveResponse,
+    ServerMetadataResponse,
+    ServerReadyResponse,
+)
+
+MODEL_VERSION_HEADER = "x-model-version"
+JSON_LENGTH_HEADER = "inference-header-content-length"
+BINARY = "application/octet-stream"
+_BINARY_SCHEMA = {"schema": {"type": "string", "format": "binary"}}
+
+RequestTimeout = Annotated[
+    float | None,
+    Header(
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds the client waits; becomes the gRPC deadline to the model server.",
+    ),
+]
+JsonLength = Annotated[
+    int | None,
+    Header(
+        ge=0,
+        description="Binary tensor data extension: length of the JSON part of the body.",
+    ),
+]
+
+
+def errors(*statuses: HTTPStatus) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses: these error statuses, and any other, with an ErrorResponse body."""
+    documented: dict[int | str, dict[str, Any]] = {
+        int(status): {"model": ErrorResponse, "description": status.phrase} for status in statuses
+    }
+    documented["default"] = {"model": ErrorResponse, "description": "Any other error"}
+    return documented
+
+
+_UPSTREAM_ERRORS = (
+    HTTPStatus.NOT_FOUND,
+    HTTPStatus.INTERNAL_SERVER_ERROR,
+    HTTPStatus.BAD_GATEWAY,
+    HTTPStatus.SERVICE_UNAVAILABLE,
+    HTTPStatus.GATEWAY_TIMEOUT,
+)
+_INFER_ERRORS = errors(
+    HTTPStatus.BAD_REQUEST,
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    HTTPStatus.TOO_MANY_REQUESTS,
+    *_UPSTREAM_ERRORS,
+)
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": InferenceResponse,
+        "description": "The outputs; with binary outputs the JSON part is followed by their "
+        f"bytes and `{JSON_LENGTH_HEADER}` gives its length.",
+        "content": {BINARY: _BINARY_SCHEMA},
+        "headers": {
+            MODEL_VERSION_HEADER: {
+                "description": "The model version that answered.",
+                "schema": {"type": "string"},
+            }
+        },
+    },
+    **_INFER_ERRORS,
+}
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+            BINARY: _BINARY_SCHEMA,
+        },
+    }
+}
+
+
+class BodyReader:
+    """Dependency: the request body, PayloadTooLargeError (413) above `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+
+    async def __call__(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._limit:
+            raise PayloadTooLargeError(self._too_large(int(declared)))
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._limit:
+                raise PayloadTooLargeError(self._too_large(size))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, size: int) -> str:
+        return f"request body of {size} bytes or more is above the limit of {self._limit} bytes"
+
+
+def health_router(core: GatewayCore) -> APIRouter:
+    """Server liveness and readiness: open to everyone (probes send no API key)."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/v2/health/live", responses=errors())
+    async def server_live() -> ServerLiveResponse:
+        """The gateway process answers."""
+        return ServerLiveResponse(live=True)
+
+    @router.get(
+        "/v2/health/ready",
+        response_model=ServerReadyResponse,
+        responses={
+            400: {"model": ServerReadyResponse, "description": "No model server is ready"},
+            "default": errors()["default"],
+        },
+    )
+    async def server_ready() -> ServerReadyResponse | JSONResponse:
+        """200 when at least one model server is ready, 400 when none is."""
+        answer = ServerReadyResponse(ready=await core.server_ready())
+        return answer if answer.ready else _not_ready(answer)
+
+    return router
+
+
+def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
+    """Server metadata, and per model: metadata, readiness, inference."""
+    router = APIRouter(tags=["inference"])
+    read_body = BodyReader(max_body_bytes)
+
+    @router.get("/v2", responses=errors())
+    async def server_metadata() -> ServerMetadataResponse:
+        """The gateway's name, version and protocol extensions."""
+        return server_metadata_from_pb(core.server_metadata())
+
+    async def metadata(
+        name: str, version: str, x_request_timeout: float | None
+    ) -> ModelMetadataResponse:
+        return model_metadata_from_pb(await core.model_metadata(name, version, x_request_timeout))
+
+    @router.get("/v2/models/{model_name}", responses=errors(*_UPSTREAM_ERRORS))
+    async def model_metadata(
+        model_name: str, x_request_timeout: RequestTimeout = None
+    ) -> ModelMetadataResponse:
+        """The model's signature (its newest ready version's)."""
+        return await metadata(model_name, "", x_request_timeout)
+
+    @router.get(
+        "/v2/models/{model_name}/versions/{model_version}", responses=errors(*_UPSTREAM_ERRORS)
+    )
+    async def model_version_metadata(
+        model_name: str, model_version: str, x_request_timeout: RequestTimeout = None
+    ) -> ModelMetadataResponse:
+        """The signature of one version of the model."""
+        return await metadata(model_name, model_version, x_request_timeout)
+
+    async def ready(name: str, version: str) -> ModelReadyResponse | JSONResponse:
+        answer = ModelReadyResponse(name=name, ready=await core.model_ready(name, version))
+        return answer if answer.ready else _not_ready(answer)
+
+    ready_responses: dict[int | str, dict[str, Any]] = {
+        400: {"model": ModelReadyResponse, "description": "Not ready (or unknown)"},
+        "default": errors()["default"],
+    }
+
+    @router.get(
+        "/v2/models/{model_name}/ready",
+        response_model=ModelReadyResponse,
+        responses=ready_responses,
+    )
+    async def model_ready(model_name: str) -> ModelReadyResponse | JSONResponse:
+        """200 when a model server has the model ready, 400 when none has."""
+        return await ready(model_name, "")
+
+    @router.get(
+        "/v2/models/{model_name}/versions/{model_version}/ready",
+        response_model=ModelReadyResponse,
+        responses=ready_responses,
+    )
+    async def model_version_ready(
+        model_name: str, model_version: str
+    ) -> ModelReadyResponse | JSONResponse:
+        """200 when a model server has this version ready, 400 when none has."""
+        return await ready(model_name, model_version)
+
+    async def infer(
+        name: str, version: str, body: bytes, timeout_s: float | None, json_length: int | None
+    ) -> Response:
+        decoded = infer_request_to_pb(name, version, body, json_length)
+        timeouts = [t for t in (timeout_s, decoded.timeout_s) if t is not None]
+        response = await core.infer(decoded.request, min(timeouts, default=None))
+        content, header_length = infer_response_to_body(response, decoded)
+        headers = {MODEL_VERSION_HEADER: response.model_version}
+        if header_length is None:
+            return Response(content, media_type="application/json", headers=headers)
+        headers[JSON_LENGTH_HEADER] = str(header_length)
+        return Response(content, media_type=BINARY, headers=headers)
+
+    @router.post(
+        "/v2/models/{model_name}/infer",
+        response_model=None,
+        responses=_INFER_RESPONSES,
+        openapi_extra=_INFER_BODY,
+    )
+    async def model_infer(
+        model_name: str,
+        body: Annotated[bytes, Depends(read_body)],
+        x_request_timeout: RequestTimeout = None,
+        inference_header_content_length: JsonLength = None,
+    ) -> Response:
+        """Inference on the model; the traffic split, if any, picks the version."""
+        return await infer(model_name, "", body, x_request_timeout, inference_header_content_length)
+
+    @router.post(
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+        response_model=None,
+        responses=_INFER_RESPONSES,
+        openapi_extra=_INFER_BODY,
+    )
+    async def model_version_infer(
+        model_name: str,
+        model_version: str,
+        body: Annotated[bytes, Depends(read_body)],
+        x_request_timeout: RequestTimeout = None,
+        inference_header_content_length: JsonLength = None,
+    ) -> Response:
+        """Inference on one version of the model."""
+        return await infer(
+            model_name, model_version, body, x_request_timeout, inference_header_content_length
+        )
+
+    return router
+
+
+def _not_ready(answer: ServerReadyResponse | ModelReadyResponse) -> JSONResponse:
+    """The protocol's 'false' for a health check: a 4xx status."""
+    return JSONResponse(answer.model_dump(), status_code=HTTPStatus.BAD_REQUEST)

@@ -1,0 +1,247 @@
+"""Every failure gets its HTTP status and `{"error": "..."}` naming the field or the reason."""
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from gateway.core import GatewayCore
+from model_server.proto import grpc_service_pb2 as pb
+from tests.conftest import Serve, wait_until
+from tests.gateway.conftest import StartGateway, client, infer_body
+from tests.gateway.servers import GatewayThread
+from tests.model_server.test_models import probe_config, write_probe
+from tests.otel.support import free_port
+from tests.telemetry_capture import TelemetryCapture
+
+ZEROS = np.zeros((1, 64))
+
+
+def _digits(data: object, shape: list[int] | None = None, datatype: str = "FP32") -> object:
+    return {
+        "inputs": [
+            {"name": "pixels", "shape": shape or [1, 64], "datatype": datatype, "data": data}
+        ]
+    }
+
+
+@pytest.fixture
+def gateway(repository: Path, serve: Serve, start_gateway: StartGateway) -> GatewayThread:
+    """A gateway in front of digits and `slow` (a probe that waits 300 ms for its batch and
+    queues one request at most), with a small body limit."""
+    write_probe(repository / "slow" / "1", probe_config(delay_ms=300, queue_size=1))
+    return start_gateway([serve(repository).address], max_message_bytes=4096)
+
+
+@pytest.fixture
+def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Client mistakes are never logged at ERROR."""
+    with caplog.at_level(logging.DEBUG):
+        yield
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.usefixtures("no_error_logs")
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"{", "body: Invalid JSON: EOF while parsing an object"),
+        (b"[]", "body: Input should be an object"),
+        (b"{}", "inputs: Field required"),
+        (b'{"inputs": []}', "inputs: List should have at least 1 item"),
+        (_digits([0.0] * 63), "inputs[0].data: holds 63 values; shape [1, 64] needs 64"),
+        (_digits([0.0, 1, "2"] + [0.0] * 61), "inputs[0].data[2]: '2' is not valid for FP32"),
+        (_digits([[0.0], None]), "inputs[0].data[1]: None is not valid for FP32"),
+        (_digits([1.5], [1], "INT64"), "inputs[0].data[0]: 1.5 is not valid for INT64"),
+        (_digits([300], [1], "INT8"), "inputs[0].data: a value is out of range for INT8"),
+        (_digits([0.0] * 64, datatype="FP8"), "inputs[0].datatype: 'FP8' is not supported"),
+        (_digits([0.0] * 64, datatype="BYTES"), "inputs[0].datatype: 'BYTES' is not supported"),
+        (_digits([0.0] * 64, [-1, 64]), "inputs[0].shape[0]: Input should be greater than"),
+        (_digits([], [0, 2**70]), "inputs[0].shape[1]: Input should be less than or equal to"),
+        (_digits(7), "inputs[0].data: Value error, must be an array"),
+        (
+            {"inputs": [{"name": "pixels", "shape": [1], "datatype": "FP32", "dat": [1.0]}]},
+            "inputs[0].dat: Extra inputs are not permitted",
+        ),
+        (
+            {"inputs": [{"name": "pixels", "shape": [1], "datatype": "FP32"}]},
+            "inputs[0].data: missing",
+        ),
+        (
+            {**infer_body(ZEROS), "parameters": {"x": {"nested": 1}}},
+            "parameters.x: Value error, a parameter must be a boolean, a number or a string",
+        ),
+        (
+            {**infer_body(ZEROS), "parameters": {"timeout": -5}},
+            "parameters.timeout: must be a positive integer (microseconds)",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "pixels",
+                        "shape": [1, 64],
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": 256},
+                    }
+                ]
+            },
+            "inputs[0].parameters.binary_data_size: needs the Inference-Header-Content-Length",
+        ),
+        # Checked by the model server, passed through: it names the tensor.
+        (_digits([0.0] * 63, [1, 63]), "input 'pixels': shape [1, 63] does not match"),
+        (
+            {"inputs": [{"name": "pixel", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}]},
+            "pixel",
+        ),
+    ],
+)
+def test_bad_requests_get_400_naming_the_field(
+    body: bytes | object, error: str, gateway: GatewayThread
+) -> None:
+    with client(gateway) as http:
+        if isinstance(body, bytes):
+            answer = http.post("/v2/models/digits/infer", content=body)
+        else:
+            answer = http.post("/v2/models/digits/infer", json=body)
+    assert answer.status_code == 400, answer.text
+    assert list(answer.json()) == ["error"]
+    assert error in answer.json()["error"]
+
+
+@pytest.mark.usefixtures("no_error_logs")
+def test_a_bad_timeout_header_gets_400(gateway: GatewayThread) -> None:
+    with client(gateway) as http:
+        answer = http.post(
+            "/v2/models/digits/infer", json=infer_body(ZEROS), headers={"x-request-timeout": "0"}
+        )
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("header.x-request-timeout: Input should be greater")
+
+
+@pytest.mark.usefixtures("no_error_logs")
+@pytest.mark.parametrize(
+    ("path", "status", "error"),
+    [
+        ("/v2/models/nope/infer", 404, "model 'nope' is not in the repository"),
+        ("/v2/models/digits/versions/9/infer", 404, "model 'digits' has no version '9'"),
+        ("/v2/models/nope", 404, "model 'nope' is not in the repository"),
+        ("/no/such/route", 404, "Not Found"),
+        ("/v2/health/live", 405, "Method Not Allowed"),
+    ],
+)
+def test_unknown_models_and_routes(
+    path: str, status: int, error: str, gateway: GatewayThread
+) -> None:
+    with client(gateway) as http:
+        method = "GET" if path == "/v2/models/nope" else "POST"
+        answer = http.request(method, path, json=infer_body(ZEROS))
+    assert (answer.status_code, answer.json()) == (status, {"error": error})
+
+
+@pytest.mark.usefixtures("no_error_logs")
+def test_a_full_queue_is_429(gateway: GatewayThread) -> None:
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0] * 4}]}
+
+    def send(_: int) -> httpx.Response:
+        with client(gateway) as http:
+            return http.post("/v2/models/slow/infer", json=body)
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(send, range(3)))
+    rejected = [answer for answer in answers if answer.status_code == 429]
+    assert rejected, [answer.status_code for answer in answers]
+    assert "queue" in rejected[0].json()["error"]
+
+
+@pytest.mark.usefixtures("no_error_logs")
+@pytest.mark.parametrize(
+    ("headers", "parameters"),
+    [({"x-request-timeout": "0.05"}, {}), ({}, {"timeout": 50_000})],
+    ids=["header", "parameter"],
+)
+def test_the_clients_timeout_is_the_deadline(
+    headers: dict[str, str], parameters: dict[str, int], gateway: GatewayThread
+) -> None:
+    body = {
+        "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0] * 4}],
+        "parameters": parameters,
+    }
+    with client(gateway) as http:
+        answer = http.post("/v2/models/slow/infer", json=body, headers=headers)
+    assert answer.status_code == 504
+    assert answer.json() == {"error": "the model server did not answer within the timeout"}
+
+
+def test_a_failing_model_is_500_with_the_model_servers_message(
+    repository: Path, serve: Serve, start_gateway: StartGateway
+) -> None:
+    write_probe(repository / "probe" / "1", probe_config())
+    gateway = start_gateway([serve(repository).address])
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [-2000.0] * 4}]}
+    with client(gateway) as http:
+        answer = http.post("/v2/models/probe/infer", json=body)
+    assert answer.status_code == 500
+    assert answer.json()["error"].startswith("model server answered INTERNAL: ")
+
+
+@pytest.mark.usefixtures("no_error_logs")
+def test_a_model_server_that_is_down_is_503(start_gateway: StartGateway) -> None:
+    gateway = start_gateway([f"127.0.0.1:{free_port()}"])
+    with client(gateway) as http:
+        answers = [
+            http.post("/v2/models/digits/infer", json=infer_body(ZEROS)),
+            http.get("/v2/models/digits"),
+        ]
+    for answer in answers:
+        assert (answer.status_code, answer.json()) == (
+            503,
+            {"error": "model server unreachable; retry later"},
+        )
+
+
+@pytest.mark.usefixtures("no_error_logs")
+def test_a_body_above_the_limit_is_413(gateway: GatewayThread) -> None:
+    big = b" " * 5000
+
+    def chunks() -> Iterator[bytes]:
+        yield big  # no Content-Length: the limit is counted while reading
+
+    with client(gateway) as http:
+        declared = http.post("/v2/models/digits/infer", content=big)
+        streamed = http.post("/v2/models/digits/infer", content=chunks())
+    assert "content-length" not in streamed.request.headers
+    for answer in (declared, streamed):
+        assert answer.status_code == 413
+        assert answer.json()["error"].endswith("above the limit of 4096 bytes")
+
+
+def test_an_unexpected_error_is_500_logged_with_its_trace(
+    gateway: GatewayThread,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    telemetry: TelemetryCapture,
+) -> None:
+    def broken(self: GatewayCore) -> pb.ServerMetadataResponse:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(GatewayCore, "server_metadata", broken)
+    with client(gateway) as http, caplog.at_level(logging.ERROR):
+        answer = http.get("/v2")
+    assert (answer.status_code, answer.json()) == (
+        500,
+        {"error": "internal error; see the gateway log"},
+    )
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is not None
+    wait_until(lambda: any(s.name == "GET /v2" for s in telemetry.finished_spans()))
+    [span] = [s for s in telemetry.finished_spans() if s.name == "GET /v2"]
+    assert f"{span.context.trace_id:032x}" == answer.headers["x-trace-id"]
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes is not None
+    assert span.attributes["http.response.status_code"] == 500
+    assert [event.name for event in span.events] == ["exception"]
