@@ -37,7 +37,7 @@ from model_server.errors import (
 logger = logging.getLogger(__name__)
 
 ForwardFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
-OutputsObserver = Callable[[list[np.ndarray]], None]
+BatchObserver = Callable[[Sequence[np.ndarray], list[np.ndarray]], None]
 
 QUEUE_SPAN = "infer.queue"
 FORWARD_SPAN = "infer.forward"
@@ -69,10 +69,10 @@ class DynamicBatcher:
         max_queue_size: int,
         enabled: bool = True,
         attributes: Mapping[str, str] | None = None,
-        observe_outputs: OutputsObserver | None = None,
+        observe_batch: BatchObserver | None = None,
     ) -> None:
         self._forward = forward
-        self._observe_outputs = observe_outputs
+        self._observe_batch = observe_batch
         self._name = name
         self._attributes = dict(attributes or {})
         self._queue_full = {**self._attributes, telemetry.REASON: "queue_full"}
@@ -241,8 +241,11 @@ class DynamicBatcher:
         outputs = self._forward(inputs)
         telemetry.forward_duration.record(time.perf_counter() - started, self._attributes)
         telemetry.batch_size.record(inputs[0].shape[0], self._attributes)
-        if self._observe_outputs is not None:
-            self._observe_outputs(outputs)
+        if self._observe_batch is not None:
+            try:
+                self._observe_batch(inputs, outputs)
+            except Exception:  # observing the model must never fail its answers
+                logger.exception("model %s: observing a batch failed", self._name)
         return outputs
 
 

@@ -4,6 +4,8 @@ Transports (the gRPC servicer today) decode their payloads into `model_server.ty
 call one method here and encode the result; every failure is an `InferenceError`.
 """
 
+import asyncio
+
 from model_server import __version__
 from model_server.errors import ModelNotFoundError
 from model_server.repository import ModelRepository, ModelState
@@ -16,6 +18,7 @@ from model_server.types import (
     Tensor,
     TensorMetadata,
 )
+from monitoring.drift import REFERENCE_FILE, DriftReport
 
 PLATFORM = "pytorch_torchscript"
 
@@ -68,6 +71,17 @@ class InferenceCore:
             inputs=[TensorMetadata(s.name, s.datatype, s.shape) for s in config.inputs],
             outputs=[TensorMetadata(s.name, s.datatype, s.shape) for s in config.outputs],
         )
+
+    async def model_drift(self, name: str, version: str) -> DriftReport:
+        """A fresh drift evaluation of a version's window (on a worker thread, ~1 ms)."""
+        entry = self._repository.resolve(name, version)
+        if entry.drift is None:
+            raise ModelNotFoundError(
+                f"model {entry.label} has no drift reference ({REFERENCE_FILE} in its directory)"
+            )
+        report = await asyncio.to_thread(entry.drift.monitor.evaluate)
+        entry.drift_report = report
+        return report
 
     async def infer(self, request: InferRequest) -> InferResponse:
         """Validate, queue for a batch, and return the requested outputs."""

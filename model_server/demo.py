@@ -1,19 +1,25 @@
-"""`make run`: start the model server on the embedded default and send it demo traffic.
+"""`make run`: the model server, the REST gateway in front of it, and demo traffic through both.
 
-Starts `python -m model_server` as a child process (creating the `digits` model in
-./models on first run), sends the digits test split over gRPC from a few concurrent
-workers, and prints throughput, latency and live accuracy every few seconds.
-Ctrl-C stops the traffic and shuts the server down gracefully.
+Starts `python -m model_server` (creating the `digits` model in ./models on first run) and
+`python -m gateway` as child processes, then sends the digits test split from a few
+concurrent workers: half over gRPC straight to the model server, half as REST JSON through
+the gateway. Prints where to look (metrics endpoints, the API docs, a trace id to paste into
+Grafana), then throughput, latency and live accuracy per path every few seconds. Ctrl-C stops
+the traffic and shuts both servers down gracefully.
 """
 
 import argparse
 import asyncio
 import contextlib
+import http.client
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -21,6 +27,8 @@ import numpy as np
 from model_server import digits
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+
+MODEL = "digits"
 
 
 class _Stats:
@@ -46,25 +54,79 @@ class _Stats:
         )
 
 
+@dataclass(frozen=True)
+class _Endpoints:
+    grpc_address: str
+    gateway_host: str
+    gateway_port: int
+    server_metrics_port: str
+    gateway_metrics_port: str
+
+
+class _Rest:
+    """One keep-alive HTTP connection to the gateway (stdlib; used from a worker thread)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._connection = http.client.HTTPConnection(host, port, timeout=5)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body); reconnects once if the connection went stale."""
+        for attempt in (1, 2):
+            try:
+                self._connection.request(
+                    method, path, body=body, headers={"Content-Type": "application/json"}
+                )
+                response = self._connection.getresponse()
+                return response.status, dict(response.getheaders()), response.read()
+            except (ConnectionError, http.client.HTTPException):
+                self._connection.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Closes the connection."""
+        self._connection.close()
+
+
+def _rest_body(row: np.ndarray) -> bytes:
+    tensor = {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row.ravel().tolist()}
+    return json.dumps({"inputs": [tensor], "outputs": [{"name": "label"}]}).encode()
+
+
 async def _wait_ready(
-    stub: pb_grpc.GRPCInferenceServiceStub, server: subprocess.Popen[bytes]
+    stub: pb_grpc.GRPCInferenceServiceStub,
+    rest: _Rest,
+    children: list[subprocess.Popen[bytes]],
 ) -> None:
-    while server.poll() is None:
+    def running() -> None:
+        for child in children:
+            if child.poll() is not None:
+                raise SystemExit(f"{' '.join(map(str, child.args))} exited ({child.returncode})")
+
+    while True:
+        running()
         with contextlib.suppress(grpc.aio.AioRpcError):
-            if (await stub.ModelReady(pb.ModelReadyRequest(name="digits"), timeout=1)).ready:
+            if (await stub.ModelReady(pb.ModelReadyRequest(name=MODEL), timeout=1)).ready:
+                break
+        await asyncio.sleep(0.5)
+    while True:
+        running()
+        with contextlib.suppress(OSError):
+            status, _, _ = await asyncio.to_thread(rest.request, "GET", f"/v2/models/{MODEL}/ready")
+            if status == 200:
                 return
         await asyncio.sleep(0.5)
-    raise SystemExit(f"model server exited with code {server.returncode}")
 
 
-async def _worker(
+async def _grpc_worker(
     stub: pb_grpc.GRPCInferenceServiceStub, split: digits.DigitsSplit, offset: int, stats: _Stats
 ) -> None:
     index = offset
     while True:
         row = split.x_test[index % len(split.x_test) : index % len(split.x_test) + 1]
         request = pb.ModelInferRequest(
-            model_name="digits",
+            model_name=MODEL,
             inputs=[
                 pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=[1, 64])
             ],
@@ -83,39 +145,120 @@ async def _worker(
         index += 7
 
 
-async def _traffic(address: str, server: subprocess.Popen[bytes], concurrency: int) -> None:
+async def _rest_worker(
+    endpoints: _Endpoints, split: digits.DigitsSplit, offset: int, stats: _Stats
+) -> None:
+    rest = _Rest(endpoints.gateway_host, endpoints.gateway_port)
+    index = offset
+    try:
+        while True:
+            row = split.x_test[index % len(split.x_test)]
+            started = time.perf_counter()
+            try:
+                status, _, body = await asyncio.to_thread(
+                    rest.request, "POST", f"/v2/models/{MODEL}/infer", _rest_body(row)
+                )
+            except OSError:
+                status, body = 0, b""
+            if status != 200:
+                stats.errors += 1
+            else:
+                stats.latencies.append(time.perf_counter() - started)
+                label = json.loads(body)["outputs"][0]["data"][0]
+                stats.correct += label == split.y_test[index % len(split.y_test)]
+            index += 7
+    finally:
+        rest.close()
+
+
+async def _where_to_look(endpoints: _Endpoints, split: digits.DigitsSplit) -> None:
+    rest = _Rest(endpoints.gateway_host, endpoints.gateway_port)
+    try:
+        _, headers, _ = await asyncio.to_thread(
+            rest.request, "POST", f"/v2/models/{MODEL}/infer", _rest_body(split.x_test[0])
+        )
+    finally:
+        rest.close()
+    gateway = f"http://{endpoints.gateway_host}:{endpoints.gateway_port}"
+    print(
+        "\nmodel server  gRPC      " + endpoints.grpc_address,
+        f"              metrics   http://127.0.0.1:{endpoints.server_metrics_port}/metrics",
+        f"gateway       REST      {gateway}/v2/models/{MODEL}/infer  (API docs: {gateway}/docs)",
+        f"              metrics   http://127.0.0.1:{endpoints.gateway_metrics_port}/metrics",
+        f"example trace id (x-trace-id of a REST answer, paste into Grafana): "
+        f"{headers.get('x-trace-id', '(telemetry off)')}",
+        "sending demo traffic: half over gRPC, half through the gateway (Ctrl-C to stop)\n",
+        sep="\n",
+        flush=True,
+    )
+
+
+async def _traffic(
+    endpoints: _Endpoints, children: list[subprocess.Popen[bytes]], concurrency: int
+) -> None:
     split = digits.load_split()
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(endpoints.grpc_address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        await _wait_ready(stub, server)
-        print(f"model server ready on {address}; sending demo traffic (Ctrl-C to stop)")
-        stats = _Stats()
-        workers = [asyncio.create_task(_worker(stub, split, i, stats)) for i in range(concurrency)]
+        probe = _Rest(endpoints.gateway_host, endpoints.gateway_port)
         try:
-            while server.poll() is None:
+            await _wait_ready(stub, probe, children)
+        finally:
+            probe.close()
+        await _where_to_look(endpoints, split)
+        grpc_stats, rest_stats = _Stats(), _Stats()
+        workers = [
+            asyncio.create_task(_grpc_worker(stub, split, i, grpc_stats))
+            for i in range(max(1, concurrency // 2))
+        ] + [
+            asyncio.create_task(_rest_worker(endpoints, split, i, rest_stats))
+            for i in range(max(1, concurrency - concurrency // 2))
+        ]
+        try:
+            while all(child.poll() is None for child in children):
                 started = time.perf_counter()
                 await asyncio.sleep(5)
-                print(stats.report(time.perf_counter() - started), flush=True)
+                elapsed = time.perf_counter() - started
+                print(f"gRPC     {grpc_stats.report(elapsed)}", flush=True)
+                print(f"gateway  {rest_stats.report(elapsed)}", flush=True)
         finally:
             for worker in workers:
                 worker.cancel()
 
 
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(30)
+    if child.poll() is None:
+        child.kill()
+
+
 def main() -> int:
-    """Run the server and traffic until Ctrl-C."""
+    """Run the model server, the gateway and the traffic until Ctrl-C."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--concurrency", type=int, default=4, help="concurrent clients")
+    parser.add_argument("--concurrency", type=int, default=4, help="concurrent clients in all")
     args = parser.parse_args()
-    port = os.environ.get("MODEL_SERVER_GRPC_PORT", "8001")
-    server = subprocess.Popen([sys.executable, "-m", "model_server"])
+    grpc_port = os.environ.get("MODEL_SERVER_GRPC_PORT", "8001")
+    endpoints = _Endpoints(
+        grpc_address=f"127.0.0.1:{grpc_port}",
+        gateway_host="127.0.0.1",
+        gateway_port=int(os.environ.get("GATEWAY_PORT", "8000")),
+        server_metrics_port=os.environ.get("MODEL_SERVER_METRICS_PORT", "9464"),
+        gateway_metrics_port=os.environ.get("GATEWAY_METRICS_PORT", "9465"),
+    )
+    start: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen
+    server = start([sys.executable, "-m", "model_server"])
+    gateway = start(
+        [sys.executable, "-m", "gateway", "--backend", endpoints.grpc_address],
+    )
     try:
-        asyncio.run(_traffic(f"127.0.0.1:{port}", server, args.concurrency))
+        asyncio.run(_traffic(endpoints, [server, gateway], args.concurrency))
     except KeyboardInterrupt:
         print("\nstopping")
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
+        _stop(gateway)
+        _stop(server)
     return 0
 
 

@@ -1,11 +1,10 @@
 """The embedded default model: a small MLP on scikit-learn's bundled 8x8 digits.
 
 Training is deterministic and needs no download. The saved version directory
-holds the TorchScript module, its config, and the training set's per-feature
-statistics, which the drift monitor uses as its reference.
+holds the TorchScript module, its config, and the drift monitor's reference: the
+training set's per-feature distributions (see monitoring/drift/METHOD.md).
 """
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +22,15 @@ from model_server.model_config import (
     MonitoringConfig,
     TensorSpec,
 )
+from monitoring.drift import REFERENCE_FILE, Reference, build_reference
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "digits"
-REFERENCE_FILE = "reference_stats.json"
 N_FEATURES = 64
 N_CLASSES = 10
 _SEED = 0
 _EPOCHS = 300
-_QUANTILES = np.linspace(0.0, 1.0, 101)
 
 
 @dataclass(frozen=True)
@@ -107,37 +105,19 @@ def config() -> ModelConfig:
     )
 
 
-def reference_statistics(model: DigitsClassifier, split: DigitsSplit) -> dict[str, object]:
-    """Per-feature statistics of the training inputs, and of the model's answers on them."""
-    x = split.x_train
+def drift_reference(model: DigitsClassifier, split: DigitsSplit) -> Reference:
+    """The drift monitor's reference: training-set pixels, and the model's answers on the
+    held-out split (it is more confident on rows it was trained on)."""
     with torch.inference_mode():
-        probabilities, predicted = model(torch.from_numpy(x))
-    confidence = probabilities.max(dim=1).values.numpy()
-    quantiles = np.quantile(x, _QUANTILES, axis=0)
-    return {
-        "input": "pixels",
-        "count": int(x.shape[0]),
-        "features": [
-            {
-                "name": f"pixel_{i}",
-                "mean": float(x[:, i].mean()),
-                "std": float(x[:, i].std()),
-                "min": float(x[:, i].min()),
-                "max": float(x[:, i].max()),
-                "quantiles": [float(q) for q in quantiles[:, i]],
-            }
-            for i in range(N_FEATURES)
-        ],
-        "quantile_levels": [float(q) for q in _QUANTILES],
-        "label_distribution": _distribution(predicted.numpy()),
-        "true_label_distribution": _distribution(split.y_train),
-        "confidence_quantiles": [float(q) for q in np.quantile(confidence, _QUANTILES)],
-    }
-
-
-def _distribution(labels: np.ndarray) -> list[float]:
-    counts = np.bincount(labels, minlength=N_CLASSES)
-    return [float(c) for c in counts / counts.sum()]
+        probabilities, predicted = model(torch.from_numpy(split.x_test))
+    return build_reference(
+        split.x_train,
+        feature_names=[f"pixel_{i}" for i in range(N_FEATURES)],
+        labels=predicted.numpy(),
+        label_names=[str(digit) for digit in range(N_CLASSES)],
+        confidence=probabilities.max(dim=1).values.numpy(),
+        input_name="pixels",
+    )
 
 
 def save_version(version_dir: Path) -> float:
@@ -151,9 +131,7 @@ def save_version(version_dir: Path) -> float:
     (version_dir / CONFIG_FILE).write_text(
         model_config.model_dump_json(indent=2, exclude_none=True), encoding="utf-8"
     )
-    (version_dir / REFERENCE_FILE).write_text(
-        json.dumps(reference_statistics(model, split)), encoding="utf-8"
-    )
+    drift_reference(model, split).save(version_dir / REFERENCE_FILE)
     return accuracy
 
 

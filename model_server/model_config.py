@@ -65,6 +65,12 @@ class MonitoringConfig(BaseModel):
     probabilities_output: str | None = None
     """Output holding class probabilities [-1, len(labels)]: its highest value is recorded as
     the prediction's confidence and its argmax counted as the predicted label."""
+    drift_window_rows: Annotated[int, Field(ge=1)] | None = 1000
+    """Drift is judged over at most this many recent rows (None: by age only)."""
+    drift_window_seconds: Annotated[float, Field(gt=0)] | None = 300.0
+    """...and over rows at most this old (None: by count only)."""
+    drift_top_k: Annotated[int, Field(ge=1)] | None = None
+    """Monitor only the k features of largest reference spread (None: all features)."""
 
 
 class ModelConfig(BaseModel):

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-import numpy as np
-
-from model_server import telemetry
-from model_server.batcher import DynamicBatcher, OutputsObserver
+from model_server import quality, telemetry
+from model_server.batcher import DynamicBatcher
 from model_server.errors import ModelNotFoundError, ModelNotReadyError
 from model_server.model_config import ModelConfig, ModelConfigError
 from model_server.torchscript_model import ModelLoadError, TorchScriptModel
+from monitoring.drift import DriftReport
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +44,9 @@ class ModelVersion:
     reason: str = ""
     config: ModelConfig | None = None
     batcher: DynamicBatcher | None = field(default=None, repr=False)
+    drift: quality.DriftWatch | None = field(default=None, repr=False)
+    drift_report: DriftReport | None = field(default=None, repr=False)
+    """The latest periodic drift evaluation."""
 
     @property
     def label(self) -> str:
@@ -114,6 +116,7 @@ class ModelRepository:
             return
         batching = config.dynamic_batching
         entry.config = config
+        entry.drift = quality.load_drift_watch(entry.path, config, entry.name, entry.version)
         entry.batcher = DynamicBatcher(
             model.forward,
             name=entry.label,
@@ -122,7 +125,7 @@ class ModelRepository:
             max_queue_size=batching.max_queue_size,
             enabled=batching.enabled,
             attributes=entry.attributes,
-            observe_outputs=_prediction_observer(config, entry.attributes),
+            observe_batch=quality.batch_observer(config, entry.attributes, entry.drift),
         )
         entry.batcher.start()
         entry.state = ModelState.READY
@@ -176,6 +179,16 @@ class ModelRepository:
         known = version if version.isdigit() and int(version) in versions else ""
         return {telemetry.MODEL_NAME: name, telemetry.MODEL_VERSION: known}
 
+    def drift_reports(self) -> Iterator[tuple[Mapping[str, str], DriftReport]]:
+        """The latest drift report per ready version (for the drift gauges)."""
+        for entry in self._entries():
+            if entry.drift_report is not None and entry.state is ModelState.READY:
+                yield entry.attributes, entry.drift_report
+
+    def drift_watched(self) -> list[ModelVersion]:
+        """Ready versions with a drift monitor."""
+        return [e for e in self._entries() if e.drift is not None and e.state is ModelState.READY]
+
     def _entries(self) -> Iterator[ModelVersion]:
         for versions in list(self._models.values()):
             yield from list(versions.values())
@@ -196,20 +209,6 @@ class ModelRepository:
                     await entry.batcher.close()
                     entry.batcher = None
                 entry.state = ModelState.UNLOADED
-
-
-def _prediction_observer(
-    config: ModelConfig, attributes: Mapping[str, str]
-) -> OutputsObserver | None:
-    probabilities = config.monitoring.probabilities_output
-    if probabilities is None or config.labels is None:
-        return None
-    index, labels = config.output_index(probabilities), config.labels
-
-    def observe(outputs: list[np.ndarray]) -> None:
-        telemetry.record_predictions(outputs[index], labels, attributes)
-
-    return observe
 
 
 def _load_and_check(path: Path, config: ModelConfig) -> TorchScriptModel:

@@ -23,6 +23,7 @@ class ModelServer:
         self.repository = ModelRepository(settings.model_repository)
         self.core = InferenceCore(self.repository, settings.server_name)
         self._grpc: GrpcServer | None = None
+        self._drift_task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     async def start(self) -> int:
@@ -37,6 +38,9 @@ class ModelServer:
             await asyncio.to_thread(ensure_default_model, settings.model_repository)
         await self.repository.load_all()
         telemetry.observe(self.repository)
+        self._drift_task = asyncio.get_running_loop().create_task(
+            self._evaluate_drift(), name="drift-evaluation"
+        )
         self.core.set_ready(True)
         await self._grpc.publish_health()
         logger.info("server ready with models %s", self.repository.model_names())
@@ -45,8 +49,21 @@ class ModelServer:
     async def stop(self) -> None:
         """Stop taking calls, let in-flight ones finish within the grace period, drain batchers."""
         self.core.set_ready(False)
+        if self._drift_task is not None:
+            self._drift_task.cancel()
         if self._grpc is not None:
             await self._grpc.stop(self._settings.shutdown_grace_s)
         await self.repository.close()
         telemetry.forget(self.repository)
         logger.info("server stopped")
+
+    async def _evaluate_drift(self) -> None:
+        """Every `drift_interval_s`, evaluate each monitored version off the event loop."""
+        while True:
+            await asyncio.sleep(self._settings.drift_interval_s)
+            for entry in self.repository.drift_watched():
+                assert entry.drift is not None
+                try:
+                    entry.drift_report = await asyncio.to_thread(entry.drift.monitor.evaluate)
+                except Exception:  # a failed evaluation must not stop the next ones
+                    logger.exception("drift evaluation of %s failed", entry.label)

@@ -34,5 +34,7 @@ class ModelServerSettings(TelemetrySettings):
     """Largest request or response message; bigger requests get RESOURCE_EXHAUSTED."""
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 10.0
     """On SIGTERM/SIGINT, how long in-flight requests may take to finish."""
+    drift_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    """How often each model version's drift window is evaluated for the drift metrics."""
     torch_threads: Annotated[int, Field(ge=1)] = 1
     """torch intra-op threads per forward pass (see docs/architecture.md for why 1)."""

@@ -4,8 +4,9 @@ Attributes are bounded: model name and version come from the repository (never f
 unknown name a client sent), status is a gRPC code name, reason and label come from fixed sets.
 """
 
+import math
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 import numpy as np
@@ -13,6 +14,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from model_server import __version__
+from monitoring.drift import DriftReport
 
 SCOPE = "model_server"
 
@@ -94,6 +96,9 @@ class ModelStateSource(Protocol):
     def readiness(self) -> Iterable[tuple[Mapping[str, str], bool]]:
         """(attributes, ready) per known version."""
 
+    def drift_reports(self) -> Iterable[tuple[Mapping[str, str], DriftReport]]:
+        """(attributes, latest drift report) per monitored version."""
+
 
 _sources: "weakref.WeakSet[ModelStateSource]" = weakref.WeakSet()
 
@@ -131,6 +136,111 @@ _meter.create_observable_gauge(
     callbacks=[_model_ready],
     unit="",
     description="1 when the model version can serve, else 0.",
+)
+
+
+FEATURE = "feature"
+STATISTIC = "statistic"
+
+
+def _observations(
+    values: Iterable[tuple[float, Mapping[str, str]]],
+) -> Iterator[Observation]:
+    for value, attributes in values:
+        if math.isfinite(value):  # a statistic without enough data is NaN: no point
+            yield Observation(value, dict(attributes))
+
+
+def _drift_gauge(
+    name: str,
+    unit: str,
+    description: str,
+    values: Callable[[DriftReport, Mapping[str, str]], Iterable[tuple[float, Mapping[str, str]]]],
+) -> None:
+    def callback(_: CallbackOptions) -> Iterable[Observation]:
+        for source in list(_sources):
+            for attributes, report in source.drift_reports():
+                yield from _observations(values(report, attributes))
+
+    _meter.create_observable_gauge(name, callbacks=[callback], unit=unit, description=description)
+
+
+_drift_gauge(
+    "inferwatch.drift.score",
+    "",
+    "Overall drift score of the latest evaluation: the largest statistic / critical value; "
+    ">= 1 is drift.",
+    lambda report, attributes: [(report.score, attributes)],
+)
+_drift_gauge(
+    "inferwatch.drift.detected",
+    "",
+    "1 when the latest evaluation called the window drifted, else 0.",
+    lambda report, attributes: [(1.0 if report.drifted else 0.0, attributes)],
+)
+_drift_gauge(
+    "inferwatch.drift.window.samples",
+    "{row}",
+    "Rows in the drift window at the latest evaluation.",
+    lambda report, attributes: [(report.window.rows, attributes)],
+)
+_drift_gauge(
+    "inferwatch.drift.features.drifted",
+    "{feature}",
+    "Monitored input features called drifted at the latest evaluation.",
+    lambda report, attributes: [(report.drifted_features, attributes)],
+)
+_drift_gauge(
+    "inferwatch.drift.feature.score",
+    "",
+    "Per-feature drift score: KS statistic / its critical value; >= 1 is drift.",
+    lambda report, attributes: [
+        (feature.score, {**attributes, FEATURE: feature.name}) for feature in report.features
+    ],
+)
+_drift_gauge(
+    "inferwatch.drift.feature.statistic",
+    "",
+    "Per-feature drift statistics: ks, psi, wasserstein (normalised).",
+    lambda report, attributes: [
+        (getattr(feature, statistic), {**attributes, FEATURE: feature.name, STATISTIC: statistic})
+        for feature in report.features
+        for statistic in ("ks", "psi", "wasserstein")
+    ],
+)
+_drift_gauge(
+    "inferwatch.drift.prediction.score",
+    "",
+    "Prediction drift score: chi-squared of the predicted labels / its critical value.",
+    lambda report, attributes: (
+        [] if report.prediction is None else [(report.prediction.score, attributes)]
+    ),
+)
+_drift_gauge(
+    "inferwatch.drift.prediction.statistic",
+    "",
+    "Prediction drift statistics: js_distance, chi2_pvalue.",
+    lambda report, attributes: (
+        []
+        if report.prediction is None
+        else [
+            (getattr(report.prediction, statistic), {**attributes, STATISTIC: statistic})
+            for statistic in ("js_distance", "chi2_pvalue")
+        ]
+    ),
+)
+_drift_gauge(
+    "inferwatch.drift.confidence.statistic",
+    "",
+    "Shift of the confidence distribution: ks, mean_shift, wasserstein.",
+    lambda report, attributes: (
+        []
+        if report.confidence is None
+        else [
+            (getattr(report.confidence, statistic), {**attributes, STATISTIC: statistic})
+            for statistic in ("ks", "mean_shift", "wasserstein")
+        ]
+    ),
 )
 
 

@@ -6,9 +6,12 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from model_server.core import InferenceCore
+from model_server.grpc.monitoring_servicer import SERVICE as MONITORING_SERVICE
+from model_server.grpc.monitoring_servicer import MonitoringServicer
 from model_server.grpc.servicer import InferenceServicer
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+from model_server.proto import monitoring_pb2_grpc as monitoring_pb_grpc
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 OVERALL_HEALTH = ""
@@ -29,11 +32,15 @@ class GrpcServer:
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), self._server)
+        monitoring_pb_grpc.add_ModelMonitoringServicer_to_server(
+            MonitoringServicer(core), self._server
+        )
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             [
                 INFERENCE_SERVICE,
+                MONITORING_SERVICE,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],

@@ -1,30 +1,21 @@
 """`inference.GRPCInferenceService`: decode, call the core, encode; nothing else.
 
-One decorator per method maps core errors to gRPC status codes (once, here), and for every
-call but the health checks opens the server span, continuing the caller's W3C trace context.
+Each method is wrapped by `rpc.rpc`: the server span and the one error mapping.
 """
 
-import asyncio
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
 
 import grpc
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.propagators.textmap import Getter
 
 from model_server import telemetry
 from model_server.core import InferenceCore
-from model_server.errors import InferenceError
 from model_server.grpc.converters import (
     infer_request_from_pb,
     infer_response_to_pb,
     model_metadata_to_pb,
 )
-from model_server.grpc.status import GRPC_STATUS
+from model_server.grpc.rpc import rpc
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 
@@ -33,92 +24,6 @@ logger = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 DECODE_SPAN = "infer.decode"
 ENCODE_SPAN = "infer.encode"
-
-#: Status codes that are the server's fault (OpenTelemetry rpc conventions for servers).
-_SERVER_FAULTS = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[["InferenceServicer", Req, grpc.aio.ServicerContext], Awaitable[Resp]]
-Observer = Callable[["InferenceServicer", Req, Resp | None, grpc.StatusCode, float], None]
-Metadata = Sequence[tuple[str, str | bytes]]
-
-
-class _MetadataGetter(Getter[Metadata]):
-    def get(self, carrier: Metadata, key: str) -> list[str] | None:
-        values = [v for k, v in carrier if k == key and isinstance(v, str)]
-        return values or None
-
-    def keys(self, carrier: Metadata) -> list[str]:
-        return [k for k, _ in carrier]
-
-
-_GETTER = _MetadataGetter()
-
-
-class _Decorator(Protocol):
-    def __call__(self, handler: Handler[Req, Resp], /) -> Handler[Req, Resp]: ...
-
-
-def _rpc(
-    method: str, *, traced: bool = True, observe: Observer[Any, Any] | None = None
-) -> _Decorator:
-    """Error mapping, the server span (unless a health check) and an optional observer."""
-    span_name = f"{SERVICE}/{method}"
-    span_attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
-
-    def decorate(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
-        @functools.wraps(handler)
-        async def wrapper(
-            self: "InferenceServicer", request: Req, context: grpc.aio.ServicerContext
-        ) -> Resp:
-            started = time.perf_counter()
-            span: trace.Span | None = None
-            token: object = None
-            if traced:
-                parent = propagate.extract(context.invocation_metadata() or (), getter=_GETTER)
-                span = telemetry.tracer.start_span(
-                    span_name, parent, kind=trace.SpanKind.SERVER, attributes=span_attributes
-                )
-                token = otel_context.attach(trace.set_span_in_context(span))
-            code, message, response = grpc.StatusCode.OK, "", None
-            try:
-                response = await handler(self, request, context)
-                return response
-            except InferenceError as exc:
-                code, message = GRPC_STATUS[exc.code], str(exc)
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                logger.exception("unexpected error in %s", method)
-                code, message = grpc.StatusCode.INTERNAL, "internal error; see the server log"
-                if span is not None:
-                    span.record_exception(exc)
-            finally:
-                if observe is not None:
-                    observe(self, request, response, code, time.perf_counter() - started)
-                if span is not None:
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    if code in _SERVER_FAULTS:
-                        span.set_status(trace.StatusCode.ERROR, message)
-                    span.end()
-                    otel_context.detach(token)  # type: ignore[arg-type]
-            await context.abort(code, message)
-            raise AssertionError("context.abort always raises")  # pragma: no cover
-
-        return wrapper
-
-    return decorate
 
 
 def _record_infer(
@@ -148,25 +53,25 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, core: InferenceCore) -> None:
         self.core = core
 
-    @_rpc("ServerLive", traced=False)
+    @rpc(SERVICE, "ServerLive", traced=False)
     async def ServerLive(  # noqa: N802 (protocol method names)
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.core.server_live())
 
-    @_rpc("ServerReady", traced=False)
+    @rpc(SERVICE, "ServerReady", traced=False)
     async def ServerReady(  # noqa: N802
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.core.server_ready())
 
-    @_rpc("ModelReady", traced=False)
+    @rpc(SERVICE, "ModelReady", traced=False)
     async def ModelReady(  # noqa: N802
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self.core.model_ready(request.name, request.version))
 
-    @_rpc("ServerMetadata")
+    @rpc(SERVICE, "ServerMetadata")
     async def ServerMetadata(  # noqa: N802
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
@@ -175,13 +80,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=metadata.name, version=metadata.version, extensions=metadata.extensions
         )
 
-    @_rpc("ModelMetadata")
+    @rpc(SERVICE, "ModelMetadata")
     async def ModelMetadata(  # noqa: N802
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         return model_metadata_to_pb(self.core.model_metadata(request.name, request.version))
 
-    @_rpc("ModelInfer", observe=_record_infer)
+    @rpc(SERVICE, "ModelInfer", observe=_record_infer)
     async def ModelInfer(  # noqa: N802
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:

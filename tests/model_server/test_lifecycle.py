@@ -10,6 +10,7 @@ import pytest
 from model_server import digits
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+from monitoring.drift import REFERENCE_FILE
 from tests.conftest import Serve, wait_until
 from tests.model_server.protocol import outputs, pixels_request, probe_request
 from tests.model_server.server_process import ServerProcess
@@ -36,7 +37,7 @@ def test_no_arguments_serves_models_and_creates_digits(
     assert {p.name for p in version_dir.iterdir()} == {
         "model.pt",
         "config.json",
-        digits.REFERENCE_FILE,
+        REFERENCE_FILE,
     }
     assert any("test accuracy 0.9" in line for line in process.log)
     with grpc.insecure_channel(address) as channel:

@@ -14,13 +14,12 @@ PROTO_DIR = Path(model_server.proto.__file__).parent
 # The same arguments as the Makefile's `proto` target.
 PROTOC_ARGS = (
     "-I . --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. "
-    "model_server/proto/grpc_service.proto"
+    "model_server/proto/grpc_service.proto model_server/proto/monitoring.proto"
 )
 GENERATED = [
-    "grpc_service_pb2.py",
-    "grpc_service_pb2.pyi",
-    "grpc_service_pb2_grpc.py",
-    "grpc_service_pb2_grpc.pyi",
+    f"{proto}{suffix}"
+    for proto in ("grpc_service", "monitoring")
+    for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 ]
 
 
@@ -28,7 +27,8 @@ GENERATED = [
 def test_stub_is_fresh(tmp_path: Path, name: str) -> None:
     source = tmp_path / "model_server" / "proto"
     source.mkdir(parents=True)
-    shutil.copy(PROTO_DIR / "grpc_service.proto", source)
+    for proto in PROTO_DIR.glob("*.proto"):
+        shutil.copy(proto, source)
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", *PROTOC_ARGS.split()],
         cwd=tmp_path,

@@ -1,0 +1,79 @@
+"""Live drift monitoring in the model server: the window, the report RPC and the gauges."""
+
+import json
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from model_server import digits
+from model_server.proto import monitoring_pb2 as mon_pb
+from model_server.proto import monitoring_pb2_grpc as mon_grpc
+from monitoring.drift import REFERENCE_FILE
+from tests.conftest import Serve, ServerThread
+from tests.model_server.protocol import pixels_request
+from tests.telemetry_capture import TelemetryCapture
+
+DIGITS = {"model.name": "digits", "model.version": "1"}
+
+
+def _drift(server: ServerThread, name: str = "digits") -> dict[str, object]:
+    assert server.channel is not None
+    stub = mon_grpc.ModelMonitoringStub(server.channel)
+    report: dict[str, object] = json.loads(
+        stub.ModelDrift(mon_pb.ModelDriftRequest(name=name)).report_json
+    )
+    return report
+
+
+def _send(server: ServerThread, pixels: np.ndarray) -> None:
+    for start in range(0, len(pixels), 32):
+        server.stub.ModelInfer(pixels_request(pixels[start : start + 32]))
+
+
+def test_same_distribution_is_ok_and_inverted_pixels_are_drift(
+    repository: Path, serve: Serve, telemetry: TelemetryCapture
+) -> None:
+    server = serve(repository)
+    test_pixels = digits.load_split().x_test
+    assert _drift(server)["status"] == "insufficient_data"
+
+    _send(server, test_pixels[:300])
+    calm = _drift(server)
+    assert calm["status"] == "ok"
+    assert calm["window"]["rows"] == 300  # type: ignore[index]
+    assert telemetry.total("inferwatch.drift.detected", **DIGITS) == 0
+
+    _send(server, 16.0 - test_pixels[:300])
+    drifted = _drift(server)
+    assert drifted["status"] == "drift"
+    assert drifted["drifted_features"] > 0  # type: ignore[operator]
+    assert telemetry.total("inferwatch.drift.detected", **DIGITS) == 1
+    assert telemetry.total("inferwatch.drift.score", **DIGITS) >= 1
+    assert telemetry.total("inferwatch.drift.window.samples", **DIGITS) == 600
+    features = {
+        (p.attributes or {}).get("feature")
+        for p in telemetry.points("inferwatch.drift.feature.score")
+    }
+    assert features <= {f"pixel_{i}" for i in range(64)}
+
+
+def test_a_broken_reference_costs_drift_monitoring_not_the_model(
+    repository: Path, serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    (repository / "digits" / "1" / REFERENCE_FILE).write_text("{not json", encoding="utf-8")
+    server = serve(repository)
+    server.stub.ModelInfer(pixels_request(np.zeros((1, 64))))
+    with pytest.raises(grpc.RpcError) as missing:
+        _drift(server)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no drift reference" in (missing.value.details() or "")
+    assert any("drift reference" in r.getMessage() for r in caplog.records)
+
+
+def test_drift_of_an_unknown_model_is_not_found(repository: Path, serve: Serve) -> None:
+    server = serve(repository)
+    with pytest.raises(grpc.RpcError) as unknown:
+        _drift(server, "nope")
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
