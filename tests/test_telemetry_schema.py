@@ -14,8 +14,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
+from model_server import digits
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+from model_server.proto import monitoring_pb2 as mon_pb
+from model_server.proto import monitoring_pb2_grpc as mon_grpc
 from tests.conftest import Serve, wait_until
 from tests.gateway.servers import GatewayProcess, GatewayThread, gateway_settings
 from tests.model_server.protocol import pixels_request, probe_request
@@ -54,10 +57,13 @@ def _attributes(row: dict[str, str]) -> set[str]:
 
 
 def _traffic(address: str) -> None:
-    """Every kind of call: success, client error, unknown model, a rejection, metadata."""
+    """Every kind of call: success, client error, unknown model, a rejection, metadata, drift."""
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        stub.ModelInfer(pixels_request(np.zeros((4, 64))))
+        pixels = digits.load_split().x_test[:160]
+        for start in range(0, len(pixels), 32):  # enough rows for every drift statistic
+            stub.ModelInfer(pixels_request(pixels[start : start + 32]))
+        mon_grpc.ModelMonitoringStub(channel).ModelDrift(mon_pb.ModelDriftRequest(name="digits"))
         stub.ModelMetadata(pb.ModelMetadataRequest(name="digits"))
         stub.ServerMetadata(pb.ServerMetadataRequest())
         for bad in (pixels_request(np.zeros((1, 3))), probe_request(np.ones((1, 4)), "nope")):
