@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -64,25 +63,21 @@ class _Endpoints:
 
 
 class _Rest:
-    """One keep-alive HTTP connection to the gateway (stdlib; used from a worker thread)."""
+    """One keep-alive HTTP connection to the gateway (stdlib; used from a worker thread). After
+    a failure `close()` it: the next request connects again."""
 
     def __init__(self, host: str, port: int) -> None:
         self._connection = http.client.HTTPConnection(host, port, timeout=5)
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-        """(status, headers, body); reconnects once if the connection went stale."""
-        for attempt in (1, 2):
-            try:
-                self._connection.request(
-                    method, path, body=body, headers={"Content-Type": "application/json"}
-                )
-                response = self._connection.getresponse()
-                return response.status, dict(response.getheaders()), response.read()
-            except (ConnectionError, http.client.HTTPException):
-                self._connection.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+    def request(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body)."""
+        self._connection.request(
+            method, path, body=body, headers={"Content-Type": "application/json"}
+        )
+        response = self._connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
 
     def close(self) -> None:
         """Closes the connection."""
@@ -102,7 +97,7 @@ async def _wait_ready(
     def running() -> None:
         for child in children:
             if child.poll() is not None:
-                raise SystemExit(f"{' '.join(map(str, child.args))} exited ({child.returncode})")
+                raise SystemExit(f"{child.args!r} exited with code {child.returncode}")
 
     while True:
         running()
@@ -112,8 +107,11 @@ async def _wait_ready(
         await asyncio.sleep(0.5)
     while True:
         running()
-        with contextlib.suppress(OSError):
+        try:
             status, _, _ = await asyncio.to_thread(rest.request, "GET", f"/v2/models/{MODEL}/ready")
+        except (OSError, http.client.HTTPException):
+            rest.close()
+        else:
             if status == 200:
                 return
         await asyncio.sleep(0.5)
@@ -158,7 +156,8 @@ async def _rest_worker(
                 status, _, body = await asyncio.to_thread(
                     rest.request, "POST", f"/v2/models/{MODEL}/infer", _rest_body(row)
                 )
-            except OSError:
+            except (OSError, http.client.HTTPException):
+                rest.close()
                 status, body = 0, b""
             if status != 200:
                 stats.errors += 1
@@ -185,8 +184,13 @@ async def _where_to_look(endpoints: _Endpoints, split: digits.DigitsSplit) -> No
         f"              metrics   http://127.0.0.1:{endpoints.server_metrics_port}/metrics",
         f"gateway       REST      {gateway}/v2/models/{MODEL}/infer  (API docs: {gateway}/docs)",
         f"              metrics   http://127.0.0.1:{endpoints.gateway_metrics_port}/metrics",
-        f"example trace id (x-trace-id of a REST answer, paste into Grafana): "
+        f"example trace id (x-trace-id of a REST answer; paste it into Grafana's trace search): "
         f"{headers.get('x-trace-id', '(telemetry off)')}",
+        *(
+            []
+            if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            else ["(traces are exported once OTEL_EXPORTER_OTLP_ENDPOINT points at a collector)"]
+        ),
         "sending demo traffic: half over gRPC, half through the gateway (Ctrl-C to stop)\n",
         sep="\n",
         flush=True,
@@ -247,10 +251,9 @@ def main() -> int:
         server_metrics_port=os.environ.get("MODEL_SERVER_METRICS_PORT", "9464"),
         gateway_metrics_port=os.environ.get("GATEWAY_METRICS_PORT", "9465"),
     )
-    start: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen
-    server = start([sys.executable, "-m", "model_server"])
-    gateway = start(
-        [sys.executable, "-m", "gateway", "--backend", endpoints.grpc_address],
+    server = subprocess.Popen([sys.executable, "-m", "model_server"])
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--backend", endpoints.grpc_address]
     )
     try:
         asyncio.run(_traffic(endpoints, [server, gateway], args.concurrency))
