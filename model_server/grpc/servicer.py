@@ -97,10 +97,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         }
         telemetry.in_flight.add(1, model)
         try:
-            with telemetry.tracer.start_as_current_span(DECODE_SPAN):
+            # Leaf spans: started and ended without becoming current (cheaper, no children).
+            span = telemetry.tracer.start_span(DECODE_SPAN)
+            try:
                 decoded = infer_request_from_pb(request, deadline)
+            finally:
+                span.end()
             response = await self.core.infer(decoded)
-            with telemetry.tracer.start_as_current_span(ENCODE_SPAN):
+            span = telemetry.tracer.start_span(ENCODE_SPAN)
+            try:
                 return infer_response_to_pb(response)
+            finally:
+                span.end()
         finally:
             telemetry.in_flight.add(-1, model)
