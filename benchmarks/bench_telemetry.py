@@ -1,0 +1,184 @@
+"""What telemetry costs the model server: throughput and p99 with it off, metrics only, and full.
+
+Modes (the same model server, digits model with batching, one process each, interleaved):
+- off: MODEL_SERVER_TELEMETRY_ENABLED=false (no providers: the API is a no-op);
+- metrics: metrics and the /metrics endpoint, traces sampled off (OTEL_TRACES_SAMPLER=always_off);
+- full: metrics, logs and traces at 100% sampling, exported over OTLP/gRPC to a local receiver
+  that accepts and discards every export.
+
+The load generator runs in this process (grpc.aio, closed loop, one-row requests).
+Usage: python benchmarks/bench_telemetry.py [--duration 6] [--repeats 2] [--concurrency 8 32]
+"""
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from model_server import digits
+from model_server.proto import grpc_service_pb2 as pb
+from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+
+MODES = ("off", "metrics", "full")
+_LISTENING = re.compile(r"gRPC server listening on [^:\s]+:(\d+)")
+
+
+class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
+    def Export(self, request: object, context: object) -> object:  # noqa: N802
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def Export(self, request: object, context: object) -> object:  # noqa: N802
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
+    def Export(self, request: object, context: object) -> object:  # noqa: N802
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
+def _discarding_receiver() -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(), server)  # type: ignore[no-untyped-call]
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(), server)  # type: ignore[no-untyped-call]
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def _environment(mode: str, receiver_port: int) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MODEL_SERVER_METRICS_PORT": "0"}
+    env["MODEL_SERVER_CREATE_DEFAULT_MODEL"] = "false"
+    if mode == "off":
+        env["MODEL_SERVER_TELEMETRY_ENABLED"] = "false"
+    elif mode == "metrics":
+        env["OTEL_TRACES_SAMPLER"] = "always_off"
+    else:
+        env["OTEL_TRACES_SAMPLER"] = "always_on"
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver_port}"
+    return env
+
+
+def _start_server(
+    repository: Path, mode: str, receiver_port: int
+) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "model_server",
+            "--grpc-port",
+            "0",
+            "--model-repository",
+            str(repository),
+        ],
+        env=_environment(mode, receiver_port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    port = 0
+    for line in process.stdout:
+        match = _LISTENING.search(line)
+        if match:
+            port = int(match.group(1))
+        if "server ready with models" in line:
+            break
+    if not port:
+        raise RuntimeError(f"model server ({mode}) did not start")
+    # Keep draining its output so it never blocks on a full pipe.
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    return process, f"127.0.0.1:{port}"
+
+
+async def _load(address: str, concurrency: int, duration_s: float) -> tuple[float, float, float]:
+    row = digits.load_split().x_test[:1]
+    request = pb.ModelInferRequest(
+        model_name="digits",
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=[1, 64])
+        ],
+        raw_input_contents=[row.tobytes()],
+    )
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        warmup_end = time.perf_counter() + 1.0
+        end = warmup_end + duration_s
+
+        async def worker() -> None:
+            while (now := time.perf_counter()) < end:
+                await stub.ModelInfer(request)
+                if now >= warmup_end:
+                    latencies.append(time.perf_counter() - now)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+    return len(latencies) / duration_s, float(p50), float(p99)
+
+
+def main() -> None:
+    """Run every mode at every concurrency, interleaved, and print a markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per point")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats per point")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    args = parser.parse_args()
+    receiver, receiver_port = _discarding_receiver()
+    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        repository = Path(workdir) / "models"
+        accuracy = digits.save_version(repository / "digits" / "1")
+        print(f"digits trained (test accuracy {accuracy:.4f}); nproc={os.cpu_count()}")
+        servers = {mode: _start_server(repository, mode, receiver_port) for mode in MODES}
+        try:
+            for repeat in range(args.repeats):
+                for concurrency in args.concurrency:
+                    for mode in MODES if repeat % 2 == 0 else reversed(MODES):
+                        point = asyncio.run(_load(servers[mode][1], concurrency, args.duration))
+                        results.setdefault((mode, concurrency), []).append(point)
+                        print(
+                            f"[{repeat + 1}] {mode:7} c={concurrency:<3} {point[0]:7.0f} req/s "
+                            f"p50 {point[1]:6.2f} ms p99 {point[2]:6.2f} ms",
+                            flush=True,
+                        )
+        finally:
+            for process, _ in servers.values():
+                process.send_signal(signal.SIGTERM)
+                process.wait(30)
+            receiver.stop(1)
+    print("\n| mode | c | req/s (median) | runs | p50 ms | p99 ms | vs off |")
+    print("|---|---|---|---|---|---|---|")
+    for concurrency in args.concurrency:
+        baseline = statistics.median(r[0] for r in results[("off", concurrency)])
+        for mode in MODES:
+            runs = results[(mode, concurrency)]
+            rate = statistics.median(r[0] for r in runs)
+            print(
+                f"| {mode} | {concurrency} | {rate:,.0f} | "
+                f"{', '.join(f'{r[0]:,.0f}' for r in runs)} | "
+                f"{statistics.median(r[1] for r in runs):.2f} | "
+                f"{statistics.median(r[2] for r in runs):.2f} | {rate / baseline:.0%} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
