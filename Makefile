@@ -18,7 +18,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 run: setup
-	$(PY) -m model_server.demo
+	$(PY) -m model_server.demo $(ARGS)
 
 test: lint typecheck pytest
 

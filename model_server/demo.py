@@ -11,6 +11,7 @@ the traffic and shuts both servers down gracefully.
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -26,6 +28,8 @@ import numpy as np
 from model_server import digits
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+from model_server.proto import monitoring_pb2 as mon_pb
+from model_server.proto import monitoring_pb2_grpc as mon_grpc
 
 MODEL = "digits"
 
@@ -197,10 +201,35 @@ async def _where_to_look(endpoints: _Endpoints, split: digits.DigitsSplit) -> No
     )
 
 
+#: Input shifts the demo can switch on, so drift dashboards and alerts can be seen firing.
+SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "none": lambda pixels: pixels,
+    "noise": lambda pixels: np.clip(
+        pixels + np.random.default_rng(0).normal(0.0, 4.0, pixels.shape), 0, 16
+    ).astype(np.float32),
+    "brightness": lambda pixels: np.clip(pixels + 4.0, 0, 16).astype(np.float32),
+    "invert": lambda pixels: (16.0 - pixels).astype(np.float32),
+}
+
+
+async def _drift_line(channel: grpc.aio.Channel) -> str:
+    stub = mon_grpc.ModelMonitoringStub(channel)
+    try:
+        answer = await stub.ModelDrift(mon_pb.ModelDriftRequest(name=MODEL), timeout=5)
+    except grpc.aio.AioRpcError as error:
+        return f"drift    unavailable: {error.details()}"
+    report = json.loads(answer.report_json)
+    return (
+        f"drift    {report['status']}  score {report['score']:.2f}  "
+        f"drifted features {report['drifted_features']}  window {report['window']['rows']} rows"
+    )
+
+
 async def _traffic(
-    endpoints: _Endpoints, children: list[subprocess.Popen[bytes]], concurrency: int
+    endpoints: _Endpoints, children: list[subprocess.Popen[bytes]], concurrency: int, shift: str
 ) -> None:
-    split = digits.load_split()
+    clean = digits.load_split()
+    split = dataclasses.replace(clean, x_test=SHIFTS[shift](clean.x_test))
     async with grpc.aio.insecure_channel(endpoints.grpc_address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         probe = _Rest(endpoints.gateway_host, endpoints.gateway_port)
@@ -224,6 +253,7 @@ async def _traffic(
                 elapsed = time.perf_counter() - started
                 print(f"gRPC     {grpc_stats.report(elapsed)}", flush=True)
                 print(f"gateway  {rest_stats.report(elapsed)}", flush=True)
+                print(await _drift_line(channel), flush=True)
         finally:
             for worker in workers:
                 worker.cancel()
@@ -242,6 +272,12 @@ def main() -> int:
     """Run the model server, the gateway and the traffic until Ctrl-C."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent clients in all")
+    parser.add_argument(
+        "--drift",
+        choices=sorted(SHIFTS),
+        default="none",
+        help="shift the inputs (gaussian noise, brightness +4, inverted pixels) to see drift fire",
+    )
     args = parser.parse_args()
     grpc_port = os.environ.get("MODEL_SERVER_GRPC_PORT", "8001")
     endpoints = _Endpoints(
@@ -256,7 +292,7 @@ def main() -> int:
         [sys.executable, "-m", "gateway", "--backend", endpoints.grpc_address]
     )
     try:
-        asyncio.run(_traffic(endpoints, [server, gateway], args.concurrency))
+        asyncio.run(_traffic(endpoints, [server, gateway], args.concurrency, args.drift))
     except KeyboardInterrupt:
         print("\nstopping")
     finally:
