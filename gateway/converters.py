@@ -42,9 +42,10 @@ _EXTENSION_PARAMETERS = frozenset({BINARY_DATA_SIZE, BINARY_DATA, BINARY_DATA_OU
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT64_MAX = 2**64 - 1
 _REQUEST = TypeAdapter(InferenceRequest)
-_NUMBERS = frozenset({int, float})
-_INTEGERS = frozenset({int})
-_BOOLEANS = frozenset({bool})
+_NUMBERS = (frozenset({int, float}), "numbers")
+_INTEGERS = (frozenset({int}), "integers")
+_BOOLEANS = (frozenset({bool}), "booleans")
+"""Element types JSON tensor data may hold, per kind of datatype."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,20 +190,19 @@ def _pack(
     count: int,
 ) -> bytes:
     """JSON tensor data -> raw little-endian bytes, checked against datatype and shape."""
-    flat = data if not any(type(value) is list for value in data) else list(_flatten(data))
-    allowed = _BOOLEANS if datatype == "BOOL" else _NUMBERS if dtype.kind == "f" else _INTEGERS
-    for position, value in enumerate(flat):
-        if type(value) not in allowed:
-            kind = (
-                "booleans"
-                if allowed is _BOOLEANS
-                else "integers"
-                if allowed is _INTEGERS
-                else "numbers"
-            )
-            raise InvalidRequestError(
-                f"{field}[{position}]: {value!r} is not valid for {datatype} (needs {kind})"
-            )
+    flat = data
+    types = set(map(type, flat))
+    if list in types:
+        flat = list(_flatten(data))
+        types = set(map(type, flat))
+    allowed, kind = (
+        _BOOLEANS if datatype == "BOOL" else _NUMBERS if dtype.kind == "f" else _INTEGERS
+    )
+    if not types <= allowed:
+        position = next(i for i, value in enumerate(flat) if type(value) not in allowed)
+        raise InvalidRequestError(
+            f"{field}[{position}]: {flat[position]!r} is not valid for {datatype} (needs {kind})"
+        )
     if len(flat) != count:
         raise InvalidRequestError(f"{field}: holds {len(flat)} values; shape {shape} needs {count}")
     try:

@@ -140,8 +140,8 @@ class Backend:
                 )
         except GatewayError:
             return False
-        if answer.ready:
-            self._known.confirm(name, [version] if version else [])
+        if answer.ready:  # not the version: "01" and "1" may name the same one
+            self._known.confirm(name, [])
         return answer.ready
 
     async def server_ready(self, timeout_s: float) -> bool:

@@ -104,3 +104,21 @@ def test_metrics_carry_templates_backends_and_bounded_model_names(
         for value in (point.attributes or {}).values()
     }
     assert not {value for value in values if "invented" in value or "not/a" in value}
+
+
+def test_aliases_of_a_version_create_no_series(
+    repository: Path, serve: Serve, start_gateway: StartGateway, telemetry: TelemetryCapture
+) -> None:
+    gateway = start_gateway([serve(repository).address])
+    with client(gateway) as http:
+        assert http.get("/v2/models/digits/versions/0001/ready").status_code == 200
+        answer = http.post(
+            "/v2/models/digits/versions/0001/infer", json=infer_body(np.zeros((1, 64)))
+        )
+    assert answer.headers["x-model-version"] == "1"
+    versions = {
+        (point.attributes or {}).get("model.version")
+        for point in telemetry.points("inferwatch.gateway.routed")
+    }
+    assert "0001" not in versions
+    assert "1" in versions
