@@ -12,7 +12,7 @@ from typing import ClassVar
 
 
 class GatewayError(Exception):
-    """Base class: an unexpected failure of the gateway itself."""
+    """Base class; `status` is the HTTP status, `headers` go with the answer."""
 
     status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
     headers: ClassVar[Mapping[str, str]] = MappingProxyType({})

@@ -50,7 +50,7 @@ JsonLength = Annotated[
 ]
 
 
-def errors(*statuses: HTTPStatus) -> dict[int | str, dict[str, Any]]:
+def error_responses(*statuses: HTTPStatus) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses: these error statuses, and any other, with an ErrorResponse body."""
     documented: dict[int | str, dict[str, Any]] = {
         int(status): {"model": ErrorResponse, "description": status.phrase} for status in statuses
@@ -66,7 +66,7 @@ _UPSTREAM_ERRORS = (
     HTTPStatus.SERVICE_UNAVAILABLE,
     HTTPStatus.GATEWAY_TIMEOUT,
 )
-_INFER_ERRORS = errors(
+_INFER_ERRORS = error_responses(
     HTTPStatus.BAD_REQUEST,
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     HTTPStatus.TOO_MANY_REQUESTS,
@@ -124,7 +124,7 @@ def health_router(core: GatewayCore) -> APIRouter:
     """Server liveness and readiness: open to everyone (probes send no API key)."""
     router = APIRouter(tags=["health"])
 
-    @router.get("/v2/health/live", responses=errors())
+    @router.get("/v2/health/live", responses=error_responses())
     async def server_live() -> ServerLiveResponse:
         """The gateway process answers."""
         return ServerLiveResponse(live=True)
@@ -134,7 +134,7 @@ def health_router(core: GatewayCore) -> APIRouter:
         response_model=ServerReadyResponse,
         responses={
             400: {"model": ServerReadyResponse, "description": "No model server is ready"},
-            "default": errors()["default"],
+            "default": error_responses()["default"],
         },
     )
     async def server_ready() -> ServerReadyResponse | JSONResponse:
@@ -150,7 +150,7 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
     router = APIRouter(tags=["inference"])
     read_body = BodyReader(max_body_bytes)
 
-    @router.get("/v2", responses=errors())
+    @router.get("/v2", responses=error_responses())
     async def server_metadata() -> ServerMetadataResponse:
         """The gateway's name, version and protocol extensions."""
         return server_metadata_from_pb(core.server_metadata())
@@ -160,7 +160,7 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
     ) -> ModelMetadataResponse:
         return model_metadata_from_pb(await core.model_metadata(name, version, x_request_timeout))
 
-    @router.get("/v2/models/{model_name}", responses=errors(*_UPSTREAM_ERRORS))
+    @router.get("/v2/models/{model_name}", responses=error_responses(*_UPSTREAM_ERRORS))
     async def model_metadata(
         model_name: str, x_request_timeout: RequestTimeout = None
     ) -> ModelMetadataResponse:
@@ -168,7 +168,8 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
         return await metadata(model_name, "", x_request_timeout)
 
     @router.get(
-        "/v2/models/{model_name}/versions/{model_version}", responses=errors(*_UPSTREAM_ERRORS)
+        "/v2/models/{model_name}/versions/{model_version}",
+        responses=error_responses(*_UPSTREAM_ERRORS),
     )
     async def model_version_metadata(
         model_name: str, model_version: str, x_request_timeout: RequestTimeout = None
@@ -182,7 +183,7 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
 
     ready_responses: dict[int | str, dict[str, Any]] = {
         400: {"model": ModelReadyResponse, "description": "Not ready (or unknown)"},
-        "default": errors()["default"],
+        "default": error_responses()["default"],
     }
 
     @router.get(
