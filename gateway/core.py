@@ -75,6 +75,14 @@ class GatewayCore:
 
         return await self._first_answer(name, version, timeout_s, ask)
 
+    async def model_drift(self, name: str, version: str, timeout_s: float | None) -> str:
+        """A fresh drift report (JSON) from a model server that has the model."""
+
+        def ask(backend: Backend, remaining_s: float) -> Awaitable[str]:
+            return backend.model_drift(name, version, remaining_s)
+
+        return await self._first_answer(name, version, timeout_s, ask)
+
     async def infer(
         self, request: pb.ModelInferRequest, timeout_s: float | None
     ) -> pb.ModelInferResponse:

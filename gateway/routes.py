@@ -66,6 +66,13 @@ _UPSTREAM_ERRORS = (
     HTTPStatus.SERVICE_UNAVAILABLE,
     HTTPStatus.GATEWAY_TIMEOUT,
 )
+
+_DRIFT_REPORT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The drift report",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 _INFER_ERRORS = error_responses(
     HTTPStatus.BAD_REQUEST,
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
@@ -176,6 +183,31 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
     ) -> ModelMetadataResponse:
         """The signature of one version of the model."""
         return await metadata(model_name, model_version, x_request_timeout)
+
+    async def drift(name: str, version: str, x_request_timeout: float | None) -> Response:
+        report = await core.model_drift(name, version, x_request_timeout)
+        return Response(report, media_type="application/json")
+
+    @router.get(
+        "/v2/models/{model_name}/drift",
+        responses=error_responses(*_UPSTREAM_ERRORS) | _DRIFT_REPORT,
+        response_class=Response,
+    )
+    async def model_drift(model_name: str, x_request_timeout: RequestTimeout = None) -> Response:
+        """A fresh drift report of the model's newest ready version against its training data
+        (fields: monitoring/drift/METHOD.md); 404 when the model has no drift reference."""
+        return await drift(model_name, "", x_request_timeout)
+
+    @router.get(
+        "/v2/models/{model_name}/versions/{model_version}/drift",
+        responses=error_responses(*_UPSTREAM_ERRORS) | _DRIFT_REPORT,
+        response_class=Response,
+    )
+    async def model_version_drift(
+        model_name: str, model_version: str, x_request_timeout: RequestTimeout = None
+    ) -> Response:
+        """A fresh drift report of one version of the model."""
+        return await drift(model_name, model_version, x_request_timeout)
 
     async def ready(name: str, version: str) -> ModelReadyResponse | JSONResponse:
         answer = ModelReadyResponse(name=name, ready=await core.model_ready(name, version))

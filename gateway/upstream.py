@@ -8,6 +8,7 @@ same trace. gRPC status codes become
 """
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -31,10 +32,13 @@ from gateway.errors import (
 from gateway.telemetry import KnownModels
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+from model_server.proto import monitoring_pb2 as mon_pb
+from model_server.proto import monitoring_pb2_grpc as mon_grpc
 
 logger = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+MONITORING_SERVICE = mon_pb.DESCRIPTOR.services_by_name["ModelMonitoring"].full_name
 
 _ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
@@ -79,6 +83,7 @@ class Backend:
         self._known = known
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.GRPCInferenceServiceStub | None = None
+        self._monitoring: mon_grpc.ModelMonitoringStub | None = None
         self._reachable = True
 
     def open(self) -> None:
@@ -94,6 +99,7 @@ class Backend:
             ],
         )
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._monitoring = mon_grpc.ModelMonitoringStub(self._channel)
 
     async def close(self) -> None:
         """Closes the channel; calls still running are cancelled."""
@@ -130,6 +136,20 @@ class Backend:
             self._known.confirm(name, list(response.versions))
             return response
 
+    async def model_drift(self, name: str, version: str, timeout_s: float) -> str:
+        """ModelMonitoring/ModelDrift, traced: the drift report as JSON."""
+        assert self._monitoring is not None, "Backend.open() was not called"
+        async with self._call(
+            "ModelDrift", traced=True, model=(name, version), service=MONITORING_SERVICE
+        ) as call:
+            response: mon_pb.ModelDriftResponse = await self._monitoring.ModelDrift(
+                mon_pb.ModelDriftRequest(name=name, version=version),
+                timeout=timeout_s,
+                metadata=call.metadata,
+            )
+            call.model = (name, str(json.loads(response.report_json).get("version", version)))
+            return response.report_json
+
     async def model_ready(self, name: str, version: str, timeout_s: float) -> bool:
         """ModelReady; False when the model server cannot be asked. Health checks are not
         traced (the model server does not trace them either)."""
@@ -157,7 +177,7 @@ class Backend:
 
     @asynccontextmanager
     async def _call(
-        self, method: str, *, traced: bool, model: tuple[str, str]
+        self, method: str, *, traced: bool, model: tuple[str, str], service: str = SERVICE
     ) -> AsyncIterator[_Call]:
         """Span (when traced), duration metric and status mapping around one call."""
         started = time.perf_counter()
@@ -165,9 +185,9 @@ class Backend:
         call = _Call(metadata=None, model=model)
         if traced:
             span = telemetry.tracer.start_span(
-                f"{SERVICE}/{method}",
+                f"{service}/{method}",
                 kind=trace.SpanKind.CLIENT,
-                attributes={**self._span_attributes, "rpc.method": method},
+                attributes={**self._span_attributes, "rpc.service": service, "rpc.method": method},
             )
             carrier: dict[str, str] = {}
             propagate.inject(carrier, context=trace.set_span_in_context(span))

@@ -177,7 +177,7 @@ def test_spans_match_the_documented_spans(
 
 
 def _gateway_traffic(url: str) -> None:
-    """Every kind of REST call: inference (also of a pinned version), metadata, health, a
+    """Every kind of REST call: inference (also of a pinned version), metadata, drift, health, a
     client mistake, an unknown model, an unknown route, and a timeout (a 5xx)."""
     pixels = {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}
     with httpx.Client(base_url=url, timeout=30) as http:
@@ -189,7 +189,11 @@ def _gateway_traffic(url: str) -> None:
         for path, status in expected.items():
             assert http.post(path, json={"inputs": [pixels]}).status_code == status
         assert http.post("/v2/models/digits/infer", json={"inputs": []}).status_code == 400
-        for path in ("/v2/models/digits", "/v2/models/digits/versions/1"):
+        for path in (
+            "/v2/models/digits",
+            "/v2/models/digits/versions/1",
+            "/v2/models/digits/drift",
+        ):
             assert http.get(path).status_code == 200
         for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/digits/ready"):
             assert http.get(path).status_code == 200
