@@ -15,11 +15,10 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from model_server import __version__
 from monitoring.drift import DriftReport
+from otel import DURATION_BUCKETS_S
 
 SCOPE = "model_server"
 
-#: Seconds, 1 ms to 10 s: request, queue and forward durations.
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: Rows per forward pass.
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: Highest class probability.
@@ -44,7 +43,7 @@ request_duration = _meter.create_histogram(
     "inferwatch.server.request.duration",
     unit="s",
     description="Time from receiving a ModelInfer call to answering it.",
-    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
 )
 in_flight = _meter.create_up_down_counter(
     "inferwatch.server.requests.in_flight",
@@ -60,13 +59,13 @@ queue_duration = _meter.create_histogram(
     "inferwatch.batch.queue.duration",
     unit="s",
     description="Time a request waited in its model's queue before its batch ran.",
-    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
 )
 forward_duration = _meter.create_histogram(
     "inferwatch.batch.forward.duration",
     unit="s",
     description="Duration of one forward pass over a batch.",
-    explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+    explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
 )
 batch_size = _meter.create_histogram(
     "inferwatch.batch.size",
