@@ -11,15 +11,15 @@ from opentelemetry import metrics, trace
 
 from gateway import __version__
 from otel import DURATION_BUCKETS_S
+from otel.attributes import MODEL_NAME as MODEL_NAME
+from otel.attributes import MODEL_VERSION as MODEL_VERSION
+from otel.attributes import STATUS as STATUS
+from otel.attributes import UNKNOWN_MODEL as UNKNOWN_MODEL
 
 SCOPE = "gateway"
 
-MODEL_NAME = "model.name"
-MODEL_VERSION = "model.version"
 BACKEND = "backend"
 RPC_METHOD = "rpc.method"
-STATUS = "status"
-UNKNOWN_MODEL = "_unknown"
 
 tracer = trace.get_tracer(SCOPE, __version__)
 _meter = metrics.get_meter(SCOPE, __version__)

@@ -167,17 +167,13 @@ class ModelRepository:
         for entry in self._entries():
             yield entry.attributes, entry.state is ModelState.READY
 
-    def telemetry_model_name(self, name: str) -> str:
-        """The name if the repository knows it, else a fixed placeholder (bounded cardinality)."""
-        return name if name in self._models else telemetry.UNKNOWN_MODEL
-
-    def telemetry_attributes(self, name: str, version: str) -> dict[str, str]:
-        """Bounded attributes for a request: only names and versions the repository knows."""
+    def telemetry_model(self, name: str, version: str) -> tuple[str, str]:
+        """(name, version) as metric attributes: only what the repository knows, so a client
+        cannot grow the cardinality; an unknown name is `_unknown`, an unknown version ""."""
         versions = self._models.get(name)
         if versions is None:
-            return {telemetry.MODEL_NAME: telemetry.UNKNOWN_MODEL, telemetry.MODEL_VERSION: ""}
-        known = version if version.isdigit() and int(version) in versions else ""
-        return {telemetry.MODEL_NAME: name, telemetry.MODEL_VERSION: known}
+            return telemetry.UNKNOWN_MODEL, ""
+        return name, version if version.isdigit() and int(version) in versions else ""
 
     def drift_reports(self) -> Iterator[tuple[Mapping[str, str], DriftReport]]:
         """The latest drift report per ready version (for the drift gauges)."""

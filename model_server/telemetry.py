@@ -4,9 +4,11 @@ Attributes are bounded: model name and version come from the repository (never f
 unknown name a client sent), status is a gRPC code name, reason and label come from fixed sets.
 """
 
+import functools
 import math
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Protocol
 
 import numpy as np
@@ -16,6 +18,10 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from model_server import __version__
 from monitoring.drift import DriftReport
 from otel import DURATION_BUCKETS_S
+from otel.attributes import MODEL_NAME as MODEL_NAME
+from otel.attributes import MODEL_VERSION as MODEL_VERSION
+from otel.attributes import STATUS as STATUS
+from otel.attributes import UNKNOWN_MODEL as UNKNOWN_MODEL
 
 SCOPE = "model_server"
 
@@ -24,12 +30,8 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: Highest class probability.
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
-MODEL_NAME = "model.name"
-MODEL_VERSION = "model.version"
-STATUS = "status"
 REASON = "reason"
 LABEL = "label"
-UNKNOWN_MODEL = "_unknown"
 
 tracer = trace.get_tracer(SCOPE, __version__)
 _meter = metrics.get_meter(SCOPE, __version__)
@@ -255,3 +257,15 @@ def record_predictions(
     counts = np.bincount(probabilities.argmax(axis=1), minlength=len(labels))
     for index in np.flatnonzero(counts).tolist():
         predictions.add(int(counts[index]), {**attributes, LABEL: labels[index]})
+
+
+@functools.cache
+def request_attributes(name: str, version: str, status: str) -> Mapping[str, str]:
+    """The attributes of one request's metrics, built once per (bounded) combination."""
+    return MappingProxyType({MODEL_NAME: name, MODEL_VERSION: version, STATUS: status})
+
+
+@functools.cache
+def model_attributes(name: str) -> Mapping[str, str]:
+    """The attributes of per-model metrics (in-flight requests), built once per model."""
+    return MappingProxyType({MODEL_NAME: name})

@@ -34,15 +34,12 @@ def _record_infer(
     seconds: float,
 ) -> None:
     if response is not None:
-        attributes = {
-            telemetry.MODEL_NAME: response.model_name,
-            telemetry.MODEL_VERSION: response.model_version,
-        }
+        name, version = response.model_name, response.model_version
     else:
-        attributes = servicer.core.repository.telemetry_attributes(
+        name, version = servicer.core.repository.telemetry_model(
             request.model_name, request.model_version
         )
-    attributes[telemetry.STATUS] = code.name
+    attributes = telemetry.request_attributes(name, version, code.name)
     telemetry.requests.add(1, attributes)
     telemetry.request_duration.record(seconds, attributes)
 
@@ -92,9 +89,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        model = {
-            telemetry.MODEL_NAME: self.core.repository.telemetry_model_name(request.model_name)
-        }
+        model = telemetry.model_attributes(
+            self.core.repository.telemetry_model(request.model_name, "")[0]
+        )
         telemetry.in_flight.add(1, model)
         try:
             # Leaf spans: started and ended without becoming current (cheaper, no children).

@@ -1,0 +1,7 @@
+"""Attribute names both services put on their metrics and spans, spelled once."""
+
+MODEL_NAME = "model.name"
+MODEL_VERSION = "model.version"
+STATUS = "status"
+UNKNOWN_MODEL = "_unknown"
+"""Stands for any model name the service does not know, so clients cannot grow cardinality."""
