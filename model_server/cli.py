@@ -27,6 +27,12 @@ def _parse_args(argv: list[str] | None) -> dict[str, object]:
         "--grpc-port", type=int, help="gRPC port, 0 for any free port (default 8001)"
     )
     parser.add_argument("--model-repository", type=Path, help="model directory (default ./models)")
+    parser.add_argument(
+        "--fault-injection",
+        action="store_true",
+        default=None,
+        help="honour the inferwatch_fault_* request parameters (load tests only; default off)",
+    )
     args = parser.parse_args(argv)
     return {key: value for key, value in vars(args).items() if value is not None}
 

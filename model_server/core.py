@@ -6,7 +6,7 @@ call one method here and encode the result; every failure is an `InferenceError`
 
 import asyncio
 
-from model_server import __version__
+from model_server import __version__, faults
 from model_server.errors import ModelNotFoundError
 from model_server.repository import ModelRepository, ModelState
 from model_server.signature import output_indices, validate_inputs
@@ -26,9 +26,15 @@ PLATFORM = "pytorch_torchscript"
 class InferenceCore:
     """Answers every protocol call from the model repository."""
 
-    def __init__(self, repository: ModelRepository, server_name: str = "inferwatch") -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        server_name: str = "inferwatch",
+        fault_injection: bool = False,
+    ) -> None:
         self._repository = repository
         self._server_name = server_name
+        self._fault_injection = fault_injection
         self._ready = False
 
     @property
@@ -93,6 +99,8 @@ class InferenceCore:
         assert batcher is not None
         arrays = validate_inputs(config, entry.label, request.inputs)
         selected = output_indices(config, entry.label, request.requested_outputs)
+        if request.parameters:
+            await faults.inject(request.parameters, self._fault_injection)
         outputs = await batcher.submit(arrays, request.deadline)
         return InferResponse(
             model_name=entry.name,

@@ -21,7 +21,9 @@ class ModelServer:
     def __init__(self, settings: ModelServerSettings) -> None:
         self._settings = settings
         self.repository = ModelRepository(settings.model_repository)
-        self.core = InferenceCore(self.repository, settings.server_name)
+        self.core = InferenceCore(
+            self.repository, settings.server_name, fault_injection=settings.fault_injection
+        )
         self._grpc: GrpcServer | None = None
         self._drift_task: asyncio.Task[None] | None = None
         self.port: int | None = None

@@ -38,3 +38,7 @@ class ModelServerSettings(TelemetrySettings):
     """How often each model version's drift window is evaluated for the drift metrics."""
     torch_threads: Annotated[int, Field(ge=1)] = 1
     """torch intra-op threads per forward pass (see docs/architecture.md for why 1)."""
+    fault_injection: bool = False
+    """Honour the fault-injection request parameters (`inferwatch_fault_delay_ms`,
+    `inferwatch_fault_error`) for load tests; when off, a request carrying them is refused with
+    INVALID_ARGUMENT. Never on in production."""

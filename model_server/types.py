@@ -4,6 +4,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+ParameterValue = bool | int | float | str
+"""The value of a request parameter (KServe v2 InferParameter)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Tensor:
@@ -26,6 +29,8 @@ class InferRequest:
     """Names of the outputs to return; empty means all."""
     deadline: float | None = None
     """`time.monotonic()` value after which the caller no longer waits."""
+    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    """The request's parameters, by name."""
 
 
 @dataclass(frozen=True, slots=True)

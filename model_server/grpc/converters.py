@@ -43,6 +43,10 @@ def infer_request_from_pb(message: pb.ModelInferRequest, deadline: float | None)
         id=message.id,
         requested_outputs=[output.name for output in message.outputs],
         deadline=deadline,
+        parameters={
+            name: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+            for name, value in message.parameters.items()
+        },
     )
 
 
