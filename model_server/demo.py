@@ -1,215 +1,268 @@
-"""`make run`: the model server, the REST gateway in front of it, and demo traffic through both.
+"""`make run`: the model server, the REST gateway, Prometheus and Alertmanager, and demo traffic.
 
 Starts `python -m model_server` (creating the `digits` model in ./models on first run) and
-`python -m gateway` as child processes, then sends the digits test split from a few
-concurrent workers: half over gRPC straight to the model server, half as REST JSON through
-the gateway. Prints where to look (metrics endpoints, the API docs, a trace id to paste into
-Grafana), then throughput, latency and live accuracy per path every few seconds. Ctrl-C stops
-the traffic and shuts both servers down gracefully.
+`python -m gateway` as child processes, and a local Prometheus scraping both and an
+Alertmanager when their binaries are installed (`apt-get install prometheus
+prometheus-alertmanager`; `--no-monitoring` skips them). Every child logs to a file in a fresh
+run directory (`runs/<time>/`), where the Prometheus configuration is written too. Then the
+digits test split is sent at a steady rate over gRPC straight to the model server and as REST
+JSON through the gateway (`inferwatch-load` does the sending). Prints where to look (metrics,
+Prometheus, an example trace id and the command that finds its log lines), then throughput,
+latency, accuracy and the drift verdict every 5 s. Ctrl-C (or SIGTERM, or `--duration`) stops
+the traffic and every child, gracefully, and exits 0.
 """
 
 import argparse
 import asyncio
 import contextlib
-import dataclasses
-import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 import grpc
-import numpy as np
 
+from loadgen import payloads
+from loadgen.recorder import Recorder, percentiles_ms
+from loadgen.runner import Plan, Run
+from loadgen.shifts import SHIFTS
+from loadgen.transports import GrpcTransport, HttpTransport, Transport, new_traceparent
 from model_server import digits
-from model_server.proto import grpc_service_pb2 as pb
-from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 from model_server.proto import monitoring_pb2 as mon_pb
 from model_server.proto import monitoring_pb2_grpc as mon_grpc
 
-MODEL = "digits"
-
-
-class _Stats:
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.correct = 0
-        self.errors = 0
-
-    def report(self, elapsed_s: float) -> str:
-        """One line about the requests since the last report; starts a new window."""
-        line = self._line(elapsed_s)
-        self.latencies, self.correct, self.errors = [], 0, 0
-        return line
-
-    def _line(self, elapsed_s: float) -> str:
-        done = len(self.latencies)
-        if not done:
-            return f"{self.errors} errors, no successful request yet"
-        p50, p99 = np.percentile(self.latencies, [50, 99]) * 1000
-        return (
-            f"{done / elapsed_s:7.0f} req/s  p50 {p50:5.2f} ms  p99 {p99:5.2f} ms  "
-            f"accuracy {self.correct / done:.3f}  errors {self.errors}"
-        )
+MODEL = digits.MODEL_NAME
+STATUS_EVERY_S = 5.0
+READY_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
-class _Endpoints:
-    grpc_address: str
-    gateway_host: str
-    gateway_port: int
-    server_metrics_port: str
-    gateway_metrics_port: str
+class Ports:
+    """Where everything listens (127.0.0.1); the services' own variables are honoured."""
+
+    grpc: int
+    gateway: int
+    server_metrics: int
+    gateway_metrics: int
+    prometheus: int
+    alertmanager: int
 
 
-class _Rest:
-    """One keep-alive HTTP connection to the gateway (stdlib; used from a worker thread). After
-    a failure `close()` it: the next request connects again."""
+class Child:
+    """A child process in its own session (Ctrl-C reaches only the demo, which stops the
+    children in order), logging to `<run dir>/<name>.log`."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self._connection = http.client.HTTPConnection(host, port, timeout=5)
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None
-    ) -> tuple[int, dict[str, str], bytes]:
-        """(status, headers, body)."""
-        self._connection.request(
-            method, path, body=body, headers={"Content-Type": "application/json"}
+    def __init__(self, name: str, argv: list[str], run_dir: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = run_dir / f"{name}.log"
+        self._log: IO[bytes] = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-        response = self._connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
 
-    def close(self) -> None:
-        """Closes the connection."""
-        self._connection.close()
+    def running(self) -> bool:
+        """Whether it has not exited."""
+        return self.process.poll() is None
 
-
-def _rest_body(row: np.ndarray) -> bytes:
-    tensor = {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row.ravel().tolist()}
-    return json.dumps({"inputs": [tensor], "outputs": [{"name": "label"}]}).encode()
-
-
-async def _wait_ready(
-    stub: pb_grpc.GRPCInferenceServiceStub,
-    rest: _Rest,
-    children: list[subprocess.Popen[bytes]],
-) -> None:
-    def running() -> None:
-        for child in children:
-            if child.poll() is not None:
-                raise SystemExit(f"{child.args!r} exited with code {child.returncode}")
-
-    while True:
-        running()
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            if (await stub.ModelReady(pb.ModelReadyRequest(name=MODEL), timeout=1)).ready:
-                break
-        await asyncio.sleep(0.5)
-    while True:
-        running()
+    def stop(self) -> None:
+        """SIGTERM, up to 30 s to finish, then SIGKILL."""
+        if self.running():
+            self.process.send_signal(signal.SIGTERM)
         try:
-            status, _, _ = await asyncio.to_thread(rest.request, "GET", f"/v2/models/{MODEL}/ready")
-        except (OSError, http.client.HTTPException):
-            rest.close()
-        else:
-            if status == 200:
-                return
-        await asyncio.sleep(0.5)
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
 
 
-async def _grpc_worker(
-    stub: pb_grpc.GRPCInferenceServiceStub, split: digits.DigitsSplit, offset: int, stats: _Stats
-) -> None:
-    index = offset
-    while True:
-        row = split.x_test[index % len(split.x_test) : index % len(split.x_test) + 1]
-        request = pb.ModelInferRequest(
-            model_name=MODEL,
-            inputs=[
-                pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=[1, 64])
-            ],
-            outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="label")],
-            raw_input_contents=[row.tobytes()],
-        )
-        started = time.perf_counter()
-        try:
-            response = await stub.ModelInfer(request, timeout=5)
-        except grpc.aio.AioRpcError:
-            stats.errors += 1
-        else:
-            stats.latencies.append(time.perf_counter() - started)
-            label = int(np.frombuffer(response.raw_output_contents[0], dtype="<i8")[0])
-            stats.correct += label == split.y_test[index % len(split.y_test)]
-        index += 7
+def _prometheus_config(ports: Ports) -> str:
+    def job(name: str, port: int) -> str:
+        return f'  - job_name: {name}\n    static_configs:\n      - targets: ["127.0.0.1:{port}"]\n'
 
-
-async def _rest_worker(
-    endpoints: _Endpoints, split: digits.DigitsSplit, offset: int, stats: _Stats
-) -> None:
-    rest = _Rest(endpoints.gateway_host, endpoints.gateway_port)
-    index = offset
-    try:
-        while True:
-            row = split.x_test[index % len(split.x_test)]
-            started = time.perf_counter()
-            try:
-                status, _, body = await asyncio.to_thread(
-                    rest.request, "POST", f"/v2/models/{MODEL}/infer", _rest_body(row)
-                )
-            except (OSError, http.client.HTTPException):
-                rest.close()
-                status, body = 0, b""
-            if status != 200:
-                stats.errors += 1
-            else:
-                stats.latencies.append(time.perf_counter() - started)
-                label = json.loads(body)["outputs"][0]["data"][0]
-                stats.correct += label == split.y_test[index % len(split.y_test)]
-            index += 7
-    finally:
-        rest.close()
-
-
-async def _where_to_look(endpoints: _Endpoints, split: digits.DigitsSplit) -> None:
-    rest = _Rest(endpoints.gateway_host, endpoints.gateway_port)
-    try:
-        _, headers, _ = await asyncio.to_thread(
-            rest.request, "POST", f"/v2/models/{MODEL}/infer", _rest_body(split.x_test[0])
-        )
-    finally:
-        rest.close()
-    gateway = f"http://{endpoints.gateway_host}:{endpoints.gateway_port}"
-    print(
-        "\nmodel server  gRPC      " + endpoints.grpc_address,
-        f"              metrics   http://127.0.0.1:{endpoints.server_metrics_port}/metrics",
-        f"gateway       REST      {gateway}/v2/models/{MODEL}/infer  (API docs: {gateway}/docs)",
-        f"              metrics   http://127.0.0.1:{endpoints.gateway_metrics_port}/metrics",
-        f"example trace id (x-trace-id of a REST answer; paste it into Grafana's trace search): "
-        f"{headers.get('x-trace-id', '(telemetry off)')}",
-        *(
-            []
-            if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-            else ["(traces are exported once OTEL_EXPORTER_OTLP_ENDPOINT points at a collector)"]
-        ),
-        "sending demo traffic: half over gRPC, half through the gateway (Ctrl-C to stop)\n",
-        sep="\n",
-        flush=True,
+    return (
+        "# Written by `make run` (model_server/demo.py) for this run only.\n"
+        "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
+        "alerting:\n  alertmanagers:\n    - static_configs:\n"
+        f'        - targets: ["127.0.0.1:{ports.alertmanager}"]\n'
+        "scrape_configs:\n"
+        + job("inferwatch-model-server", ports.server_metrics)
+        + job("inferwatch-gateway", ports.gateway_metrics)
     )
 
 
-#: Input shifts the demo can switch on, so drift dashboards and alerts can be seen firing.
-SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "none": lambda pixels: pixels,
-    "noise": lambda pixels: np.clip(
-        pixels + np.random.default_rng(0).normal(0.0, 4.0, pixels.shape), 0, 16
-    ).astype(np.float32),
-    "brightness": lambda pixels: np.clip(pixels + 4.0, 0, 16).astype(np.float32),
-    "invert": lambda pixels: (16.0 - pixels).astype(np.float32),
-}
+_ALERTMANAGER_CONFIG = (
+    "# Written by `make run` (model_server/demo.py): alerts are shown, not sent anywhere.\n"
+    "route:\n  receiver: demo\nreceivers:\n  - name: demo\n"
+)
+
+
+def _binary(*names: str) -> str | None:
+    return next((found for name in names if (found := shutil.which(name))), None)
+
+
+def _start(run_dir: Path, ports: Ports, monitoring: bool, children: list[Child]) -> None:
+    """Start the children, appending each to `children` as soon as it runs."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("GATEWAY_ACCESS_LOG", "true")  # one line per request, with its trace id
+    children.append(
+        Child(
+            "model-server",
+            [sys.executable, "-m", "model_server", "--grpc-port", str(ports.grpc)],
+            run_dir,
+            {**env, "MODEL_SERVER_METRICS_PORT": str(ports.server_metrics)},
+        )
+    )
+    backend = f"127.0.0.1:{ports.grpc}"
+    children.append(
+        Child(
+            "gateway",
+            [sys.executable, "-m", "gateway", "--port", str(ports.gateway), "--backend", backend],
+            run_dir,
+            {**env, "GATEWAY_METRICS_PORT": str(ports.gateway_metrics)},
+        )
+    )
+    prometheus = _binary("prometheus")
+    alertmanager = _binary("prometheus-alertmanager", "alertmanager")
+    if monitoring and prometheus:
+        (run_dir / "prometheus.yml").write_text(_prometheus_config(ports), encoding="utf-8")
+        argv = [
+            prometheus,
+            f"--config.file={run_dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{ports.prometheus}",
+            "--enable-feature=exemplar-storage",
+        ]
+        children.append(Child("prometheus", argv, run_dir, env))
+    if monitoring and alertmanager:
+        (run_dir / "alertmanager.yml").write_text(_ALERTMANAGER_CONFIG, encoding="utf-8")
+        argv = [
+            alertmanager,
+            f"--config.file={run_dir / 'alertmanager.yml'}",
+            f"--storage.path={run_dir / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{ports.alertmanager}",
+            "--cluster.listen-address=",
+        ]
+        children.append(Child("alertmanager", argv, run_dir, env))
+    if monitoring and not (prometheus and alertmanager):
+        print(
+            "(no local Prometheus/Alertmanager: apt-get install prometheus prometheus-alertmanager)"
+        )
+    for child in children:
+        print(f"started {child.name} (pid {child.process.pid}), log {child.log_path}", flush=True)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+async def _wait_ready(
+    children: list[Child], grpc_path: Transport, rest_path: Transport, ports: Ports
+) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    monitors = {"prometheus": ports.prometheus, "alertmanager": ports.alertmanager}
+    waiting = [*(c for c in children if c.name in monitors)]
+    while True:
+        for child in children:
+            if not child.running():
+                raise SystemExit(
+                    f"{child.name} exited with code {child.process.returncode}; "
+                    f"see {child.log_path}"
+                )
+        waiting = [
+            c
+            for c in waiting
+            if not await asyncio.to_thread(_http_ok, f"http://127.0.0.1:{monitors[c.name]}/-/ready")
+        ]
+        if (
+            not waiting
+            and await grpc_path.ready(MODEL) is None
+            and await rest_path.ready(MODEL) is None
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"not ready after {READY_TIMEOUT_S:.0f} s; logs in {children[0].log_path.parent}"
+            )
+        await asyncio.sleep(0.5)
+
+
+async def _where_to_look(
+    grpc_path: Transport,
+    rest_path: Transport,
+    body: dict[str, bytes],
+    run_dir: Path,
+    ports: Ports,
+    children: list[Child],
+) -> None:
+    rest_answer = await rest_path.send(body["rest"])
+    _, traceparent = new_traceparent()
+    grpc_answer = await grpc_path.send(body["grpc"], traceparent)
+    names = {child.name for child in children}
+    gateway = f"http://127.0.0.1:{ports.gateway}"
+    lines = [
+        "",
+        f"model server  gRPC     127.0.0.1:{ports.grpc}",
+        f"              metrics  http://127.0.0.1:{ports.server_metrics}/metrics",
+        f"gateway       REST     {gateway}/v2/models/{MODEL}/infer  (API docs {gateway}/docs)",
+        f"              metrics  http://127.0.0.1:{ports.gateway_metrics}/metrics",
+    ]
+    if "prometheus" in names:
+        prometheus = f"http://127.0.0.1:{ports.prometheus}"
+        lines += [
+            f"prometheus             {prometheus}/targets  (both services scraped every 5 s)",
+            f"              try      {prometheus}/graph?g0.expr="
+            "sum+by+(status)+(rate(inferwatch_server_requests_total[1m]))",
+        ]
+    if "alertmanager" in names:
+        lines.append(f"alertmanager           http://127.0.0.1:{ports.alertmanager}")
+    lines += [
+        f"logs          {run_dir}/  ({', '.join(f'{c.name}.log' for c in children)})",
+        f"example trace {rest_answer.trace_id or '(none: telemetry off)'}  "
+        "(a REST request: gateway span -> model server spans)",
+        f"  its logs:   grep {rest_answer.trace_id} {run_dir}/*.log",
+        f"  a gRPC one: {grpc_answer.trace_id} (from the traceparent the demo sent)",
+    ]
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        lines.append(
+            "  (spans are exported once OTEL_EXPORTER_OTLP_ENDPOINT points at a collector)"
+        )
+    lines.append("sending demo traffic over gRPC and through the gateway (Ctrl-C to stop)\n")
+    print(*lines, sep="\n", flush=True)
+
+
+class _Window:
+    """Throughput, latency, accuracy and errors of one path since its last report."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self._correct = self._labelled = 0
+
+    def line(self, elapsed_s: float) -> str:
+        recorder = self._recorder
+        window = recorder.take_window()
+        correct = recorder.correct - self._correct
+        labelled = recorder.labelled - self._labelled
+        self._correct, self._labelled = recorder.correct, recorder.labelled
+        if not window.latencies:
+            return f"{window.errors} errors, no successful request"
+        latency = percentiles_ms(window.latencies)
+        accuracy = f"{correct / labelled:.3f}" if labelled else "-"
+        return (
+            f"{len(window.latencies) / elapsed_s:7.0f} req/s  p50 {latency['p50']:5.2f} ms  "
+            f"p99 {latency['p99']:5.2f} ms  accuracy {accuracy}  errors {window.errors}"
+        )
 
 
 async def _drift_line(channel: grpc.aio.Channel) -> str:
@@ -225,79 +278,141 @@ async def _drift_line(channel: grpc.aio.Channel) -> str:
     )
 
 
-async def _traffic(
-    endpoints: _Endpoints, children: list[subprocess.Popen[bytes]], concurrency: int, shift: str
+async def _report(
+    windows: dict[str, _Window], ports: Ports, children: list[Child], stop: asyncio.Event
 ) -> None:
-    clean = digits.load_split()
-    split = dataclasses.replace(clean, x_test=SHIFTS[shift](clean.x_test))
-    async with grpc.aio.insecure_channel(endpoints.grpc_address) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        probe = _Rest(endpoints.gateway_host, endpoints.gateway_port)
-        try:
-            await _wait_ready(stub, probe, children)
-        finally:
-            probe.close()
-        await _where_to_look(endpoints, split)
-        grpc_stats, rest_stats = _Stats(), _Stats()
-        workers = [
-            asyncio.create_task(_grpc_worker(stub, split, i, grpc_stats))
-            for i in range(max(1, concurrency // 2))
-        ] + [
-            asyncio.create_task(_rest_worker(endpoints, split, i, rest_stats))
-            for i in range(max(1, concurrency - concurrency // 2))
-        ]
-        try:
-            while all(child.poll() is None for child in children):
-                started = time.perf_counter()
-                await asyncio.sleep(5)
-                elapsed = time.perf_counter() - started
-                print(f"gRPC     {grpc_stats.report(elapsed)}", flush=True)
-                print(f"gateway  {rest_stats.report(elapsed)}", flush=True)
-                print(await _drift_line(channel), flush=True)
-        finally:
-            for worker in workers:
-                worker.cancel()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{ports.grpc}") as channel:
+        while not stop.is_set():
+            started = time.perf_counter()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATUS_EVERY_S)
+            if stop.is_set():
+                return
+            elapsed = time.perf_counter() - started
+            for name, window in windows.items():
+                print(f"{name:8} {window.line(elapsed)}", flush=True)
+            print(await _drift_line(channel), flush=True)
+            for child in children:
+                if not child.running():
+                    print(
+                        f"{child.name} exited with code {child.process.returncode}; "
+                        f"see {child.log_path}",
+                        flush=True,
+                    )
+                    stop.set()
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
-    if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        child.wait(30)
-    if child.poll() is None:
-        child.kill()
+async def _demo(
+    args: argparse.Namespace, ports: Ports, run_dir: Path, children: list[Child]
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, stop.set)
+    split = digits.load_split()
+    pixels = SHIFTS[args.drift](split.x_test)
+    paths: dict[str, Transport] = {
+        "gRPC": GrpcTransport(f"127.0.0.1:{ports.grpc}", timeout_s=5),
+        "gateway": HttpTransport(f"http://127.0.0.1:{ports.gateway}", MODEL, timeout_s=5),
+    }
+    bodies = {
+        name: payloads.build(protocol, MODEL, pixels, split.y_test, payloads.Mix())
+        for name, protocol in (("gRPC", "grpc"), ("gateway", "rest"))
+    }
+    try:
+        ready = asyncio.create_task(_wait_ready(children, paths["gRPC"], paths["gateway"], ports))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not ready.done():
+            ready.cancel()
+            return
+        ready.result()
+        first = {
+            "grpc": bodies["gRPC"].bodies[payloads.Kind.CLEAN][0],
+            "rest": bodies["gateway"].bodies[payloads.Kind.CLEAN][0],
+        }
+        await _where_to_look(paths["gRPC"], paths["gateway"], first, run_dir, ports, children)
+        plan = Plan(rate=args.rate, duration_s=args.duration)
+        recorders = {name: Recorder() for name in paths}
+        runs = [Run(plan, paths[name], bodies[name], recorders[name]) for name in paths]
+        windows = {name: _Window(recorder) for name, recorder in recorders.items()}
+        reporter = asyncio.create_task(_report(windows, ports, children, stop))
+        watcher = asyncio.create_task(_stop_runs(runs, stop))
+        await asyncio.gather(*(run.run() for run in runs))
+        stop.set()
+        await asyncio.gather(reporter, watcher)
+    finally:
+        for transport in paths.values():
+            await transport.close()
 
 
-def main() -> int:
-    """Run the model server, the gateway and the traffic until Ctrl-C."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--concurrency", type=int, default=4, help="concurrent clients in all")
+async def _stop_runs(runs: list[Run], stop: asyncio.Event) -> None:
+    await stop.wait()
+    for run in runs:
+        run.stop()
+
+
+def _ports(args: argparse.Namespace) -> Ports:
+    def env(name: str, default: int) -> int:
+        return int(os.environ.get(name, default))
+
+    return Ports(
+        grpc=env("MODEL_SERVER_GRPC_PORT", 8001),
+        gateway=env("GATEWAY_PORT", 8000),
+        server_metrics=env("MODEL_SERVER_METRICS_PORT", 9464),
+        gateway_metrics=env("GATEWAY_METRICS_PORT", 9465),
+        prometheus=args.prometheus_port,
+        alertmanager=args.alertmanager_port,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run everything until Ctrl-C, SIGTERM or `--duration`; then stop it all and exit 0."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--rate", type=float, default=50.0, help="requests per second on each path (default 50)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        help="stop after this many seconds of traffic (default: run until Ctrl-C)",
+    )
     parser.add_argument(
         "--drift",
         choices=sorted(SHIFTS),
         default="none",
         help="shift the inputs (gaussian noise, brightness +4, inverted pixels) to see drift fire",
     )
-    args = parser.parse_args()
-    grpc_port = os.environ.get("MODEL_SERVER_GRPC_PORT", "8001")
-    endpoints = _Endpoints(
-        grpc_address=f"127.0.0.1:{grpc_port}",
-        gateway_host="127.0.0.1",
-        gateway_port=int(os.environ.get("GATEWAY_PORT", "8000")),
-        server_metrics_port=os.environ.get("MODEL_SERVER_METRICS_PORT", "9464"),
-        gateway_metrics_port=os.environ.get("GATEWAY_METRICS_PORT", "9465"),
+    parser.add_argument(
+        "--run-dir", type=Path, help="where logs and configs go (default runs/<time>)"
     )
-    server = subprocess.Popen([sys.executable, "-m", "model_server"])
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--backend", endpoints.grpc_address]
+    parser.add_argument(
+        "--no-monitoring", action="store_true", help="do not start Prometheus and Alertmanager"
     )
+    parser.add_argument("--prometheus-port", type=int, default=9090)
+    parser.add_argument("--alertmanager-port", type=int, default=9093)
+    args = parser.parse_args(argv)
+    if args.rate <= 0:
+        parser.error(f"--rate: {args.rate} is not above 0")
+    run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ports = _ports(args)
+    children: list[Child] = []
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # like Ctrl-C until the event loop runs
+        signal.signal(signum, signal.default_int_handler)
     try:
-        asyncio.run(_traffic(endpoints, [server, gateway], args.concurrency, args.drift))
+        _start(run_dir, ports, not args.no_monitoring, children)
+        asyncio.run(_demo(args, ports, run_dir, children))
     except KeyboardInterrupt:
-        print("\nstopping")
+        pass  # before the event loop took the signals over: stop the same way
     finally:
-        _stop(gateway)
-        _stop(server)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # let the stop finish
+            signal.signal(signum, signal.SIG_IGN)
+        print("\nstopping", flush=True)
+        for child in reversed(children):
+            child.stop()
+            print(f"{child.name} stopped (exit code {child.process.returncode})", flush=True)
     return 0
 
 

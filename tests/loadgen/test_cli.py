@@ -1,0 +1,52 @@
+"""Bad arguments stop the start with exit code 2 and a message naming the option."""
+
+import pytest
+
+from loadgen.cli import main
+from tests.otel.support import free_port
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--target", "127.0.0.1:8001"], "--target: '127.0.0.1:8001' is not grpc://HOST:PORT"),
+        (["--target", "http://localhost"], "--target: 'http://localhost' is not grpc://"),
+        (["--concurrency", "0"], "--concurrency: 0 is not a whole number of at least 1"),
+        (["--rate", "-5"], "--rate: -5 is not above 0"),
+        (["--rate", "5", "--concurrency", "2"], "--concurrency: not allowed with argument --rate"),
+        (
+            ["--duration", "5", "--requests", "9"],
+            "--requests: not allowed with argument --duration",
+        ),
+        (["--requests", "9", "--warmup", "1"], "--warmup: works with --duration only"),
+        (["--malformed-ratio", "1.5"], "--malformed-ratio: 1.5 is not a ratio from 0 to 1"),
+        (["--fault-delay", "-1"], "--fault-delay: -1 is not from 0 to 60000 ms"),
+        (
+            ["--malformed-ratio", "0.5", "--fault-error-ratio", "0.6"],
+            "--malformed-ratio + --fault-error-ratio + --fault-delay-ratio is 1.1",
+        ),
+        (["--burst", "4:2"], "--burst: '4:2' is not FACTOR:SECONDS:EVERY"),
+        (
+            ["--burst", "4:10:10"],
+            "--burst: '4:10:10': needs FACTOR above 1 and 0 < SECONDS < EVERY",
+        ),
+        (["--drift", "sideways"], "--drift: invalid choice: 'sideways'"),
+    ],
+)
+def test_bad_arguments_name_the_option(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_target_that_is_not_ready_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+
+    code = main(["--target", f"grpc://127.0.0.1:{port}", "--wait-ready", "0.3"])
+
+    assert code == 1
+    assert f"grpc://127.0.0.1:{port}: not ready after 0.3 s: UNAVAILABLE" in capsys.readouterr().out

@@ -1,0 +1,157 @@
+"""`make run` (model_server.demo) as a real process: it starts everything, says where to look,
+and stops every child it started, on `--duration` or on Ctrl-C."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import wait_until
+from tests.otel.support import free_port
+
+_STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
+_TRACE = re.compile(r"its logs:   grep ([0-9a-f]{32}) (\S+)")
+
+
+class Demo:
+    """`python -m model_server.demo` on free ports in `tmp_path`, its output kept in `lines`."""
+
+    def __init__(self, tmp_path: Path, repository: Path, *args: str) -> None:
+        self.ports = {
+            name: free_port()
+            for name in ("grpc", "gateway", "server_metrics", "gateway_metrics", "prom", "am")
+        }
+        self.run_dir = tmp_path / "run"
+        self.lines: list[str] = []
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "MODEL_SERVER_GRPC_PORT": str(self.ports["grpc"]),
+            "MODEL_SERVER_METRICS_PORT": str(self.ports["server_metrics"]),
+            "MODEL_SERVER_MODEL_REPOSITORY": str(repository),
+            "GATEWAY_PORT": str(self.ports["gateway"]),
+            "GATEWAY_METRICS_PORT": str(self.ports["gateway_metrics"]),
+        }
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "model_server.demo", "--run-dir", str(self.run_dir)),
+                *("--prometheus-port", str(self.ports["prom"])),
+                *("--alertmanager-port", str(self.ports["am"])),
+                *args,
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def children(self) -> dict[str, int]:
+        """Name -> pid of every child the demo said it started."""
+        return {m.group(1): int(m.group(2)) for m in _STARTED.finditer(self.output)}
+
+    def wait(self, timeout_s: float) -> int:
+        code = self.process.wait(timeout_s)
+        self._reader.join(10)
+        return code
+
+    def kill(self) -> None:
+        """Teardown: the demo and anything it left behind."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        for pid in self.children().values():
+            if psutil.pid_exists(pid):
+                psutil.Process(pid).kill()
+
+
+def _assert_everything_stopped(demo: Demo, names: set[str]) -> None:
+    children = demo.children()
+    assert set(children) == names
+    for name, pid in children.items():
+        assert not psutil.pid_exists(pid), f"{name} (pid {pid}) still runs"
+        assert f"{name} stopped (exit code 0)" in demo.output
+
+
+def test_runs_for_a_duration_and_says_where_to_look(tmp_path: Path, repository: Path) -> None:
+    demo = Demo(tmp_path, repository, "--duration", "6", "--no-monitoring", "--rate", "20")
+    try:
+        assert demo.wait(180) == 0, demo.output
+    finally:
+        demo.kill()
+
+    output = demo.output
+    assert f"http://127.0.0.1:{demo.ports['server_metrics']}/metrics" in output
+    assert f"http://127.0.0.1:{demo.ports['gateway_metrics']}/metrics" in output
+    assert re.search(r"gRPC\s+\d+ req/s  p50 .* accuracy 0\.9\d+  errors 0", output), output
+    assert re.search(r"gateway\s+\d+ req/s  p50 .* accuracy 0\.9\d+  errors 0", output), output
+    match = _TRACE.search(output)
+    assert match is not None, output
+    trace_id, logs = match.groups()
+    assert logs == f"{demo.run_dir}/*.log"
+    gateway_log = (demo.run_dir / "gateway.log").read_text(encoding="utf-8")
+    traced = [json.loads(line) for line in gateway_log.splitlines() if trace_id in line]
+    assert traced
+    assert traced[0]["message"].startswith("POST /v2/models/digits/infer 200")
+    assert "prometheus" not in demo.children()
+    _assert_everything_stopped(demo, {"model-server", "gateway"})
+
+
+@pytest.fixture
+def alertmanager_binary() -> str:
+    """Path of the Alertmanager binary; skip without it, unless under CI."""
+    binary = shutil.which("prometheus-alertmanager")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("prometheus-alertmanager missing under CI (apt-get install it)")
+        pytest.skip("prometheus-alertmanager missing (apt-get install prometheus-alertmanager)")
+    return binary
+
+
+def _scraped(prometheus_port: int) -> set[str]:
+    url = f"http://127.0.0.1:{prometheus_port}/api/v1/targets"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        targets = json.load(response)["data"]["activeTargets"]
+    return {target["labels"]["job"] for target in targets if target["health"] == "up"}
+
+
+@pytest.mark.usefixtures("prometheus_binary", "alertmanager_binary")
+def test_ctrl_c_stops_prometheus_alertmanager_and_both_services(
+    tmp_path: Path, repository: Path
+) -> None:
+    demo = Demo(tmp_path, repository, "--rate", "10")
+    try:
+        wait_until(lambda: "sending demo traffic" in demo.output, timeout_s=180)
+        jobs = {"inferwatch-model-server", "inferwatch-gateway"}
+        wait_until(lambda: _scraped(demo.ports["prom"]) == jobs, timeout_s=60)
+        alertmanager = f"http://127.0.0.1:{demo.ports['am']}/-/ready"
+        with urllib.request.urlopen(alertmanager, timeout=5) as response:
+            assert response.status == 200
+        demo.process.send_signal(signal.SIGINT)
+        assert demo.wait(150) == 0, demo.output
+    finally:
+        demo.kill()
+
+    config = (demo.run_dir / "prometheus.yml").read_text(encoding="utf-8")
+    assert f"127.0.0.1:{demo.ports['am']}" in config
+    _assert_everything_stopped(demo, {"model-server", "gateway", "prometheus", "alertmanager"})
