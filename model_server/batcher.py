@@ -5,12 +5,16 @@ waits until the batch holds `max_batch_size` rows or the oldest request has
 waited `max_queue_delay`, then runs the forward pass on the version's own
 inference thread (so the event loop never blocks) and hands each caller its
 own rows. While a forward pass runs, new requests queue up and form the next
-batch, so under load batches fill without waiting for the delay.
+batch, so under load batches fill without waiting for the delay. A model whose
+recent forward passes took at most `inline_forward_max_s` runs on the event loop
+instead: for a small model the hop to the thread and back costs more than the pass, and
+the GIL-bound work around it (joining, metrics, the batch observer) gains nothing from
+another thread.
 
 Telemetry: each request gets a queue-wait span (child of its request span) and the
 queue-duration metric; each batch gets one forward span, a child of the first request's
 span with a link to every request span in the batch, plus batch-size and forward-duration
-metrics. Metrics of the forward pass are recorded on the inference thread.
+metrics. Metrics of the forward pass are recorded on the thread that ran it.
 """
 
 import asyncio
@@ -43,6 +47,8 @@ QUEUE_SPAN = "infer.queue"
 FORWARD_SPAN = "infer.forward"
 BATCH_SIZE_ATTRIBUTE = "inferwatch.batch.size"
 BATCH_REQUESTS_ATTRIBUTE = "inferwatch.batch.requests"
+#: Weight of the newest forward pass in the moving average that decides where passes run.
+_AVERAGE_WEIGHT = 0.2
 
 
 @dataclass(slots=True)
@@ -68,6 +74,7 @@ class DynamicBatcher:
         max_queue_delay_s: float,
         max_queue_size: int,
         enabled: bool = True,
+        inline_forward_max_s: float = 0.0,
         attributes: Mapping[str, str] | None = None,
         observe_batch: BatchObserver | None = None,
     ) -> None:
@@ -81,6 +88,8 @@ class DynamicBatcher:
         self._max_queue_delay_s = max_queue_delay_s if enabled else 0.0
         self._max_queue_size = max_queue_size
         self._enabled = enabled
+        self._inline_forward_max_s = inline_forward_max_s
+        self._forward_s: float | None = None  # forward seconds, moving average
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._wakeup = asyncio.Event()
@@ -207,9 +216,13 @@ class DynamicBatcher:
         # The forward span is current while the pass runs, so its log lines carry its trace.
         with trace.use_span(span, end_on_exit=True):
             try:
-                outputs = await loop.run_in_executor(
-                    self._executor, self._observed_forward, [p.inputs for p in batch]
-                )
+                inputs = [p.inputs for p in batch]
+                if self._runs_inline():
+                    outputs = self._observed_forward(inputs)
+                else:
+                    outputs = await loop.run_in_executor(
+                        self._executor, self._observed_forward, inputs
+                    )
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(trace.StatusCode.ERROR, "forward pass failed")
@@ -231,15 +244,24 @@ class DynamicBatcher:
                 pending.future.set_result([output[start:stop] for output in outputs])
             start = stop
 
+    def _runs_inline(self) -> bool:
+        cost = self._forward_s
+        return cost is not None and cost <= self._inline_forward_max_s
+
     def _observed_forward(self, requests: list[Sequence[np.ndarray]]) -> list[np.ndarray]:
-        """Runs on the inference thread: joining the batch, the pass itself and its metrics."""
+        """Joining the batch, the pass itself, its metrics and the batch observer."""
         if len(requests) == 1:
             inputs = requests[0]
         else:
             inputs = [np.concatenate(column) for column in zip(*requests, strict=True)]
         started = time.perf_counter()
         outputs = self._forward(inputs)
-        telemetry.forward_duration.record(time.perf_counter() - started, self._attributes)
+        seconds = time.perf_counter() - started
+        previous = self._forward_s
+        self._forward_s = (
+            seconds if previous is None else previous + _AVERAGE_WEIGHT * (seconds - previous)
+        )
+        telemetry.forward_duration.record(seconds, self._attributes)
         telemetry.batch_size.record(inputs[0].shape[0], self._attributes)
         if self._observe_batch is not None:
             try:

@@ -62,8 +62,9 @@ class ModelVersion:
 class ModelRepository:
     """Discovers, loads and resolves model versions under one directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, inline_forward_max_s: float = 0.0) -> None:
         self._root = root
+        self._inline_forward_max_s = inline_forward_max_s
         self._models: dict[str, dict[int, ModelVersion]] = {}
 
     @property
@@ -124,6 +125,7 @@ class ModelRepository:
             max_queue_delay_s=batching.max_queue_delay_ms / 1000,
             max_queue_size=batching.max_queue_size,
             enabled=batching.enabled,
+            inline_forward_max_s=self._inline_forward_max_s,
             attributes=entry.attributes,
             observe_batch=quality.batch_observer(config, entry.attributes, entry.drift),
         )

@@ -20,7 +20,9 @@ class ModelServer:
 
     def __init__(self, settings: ModelServerSettings) -> None:
         self._settings = settings
-        self.repository = ModelRepository(settings.model_repository)
+        self.repository = ModelRepository(
+            settings.model_repository, inline_forward_max_s=settings.inline_forward_max_ms / 1000
+        )
         self.core = InferenceCore(
             self.repository, settings.server_name, fault_injection=settings.fault_injection
         )

@@ -42,3 +42,7 @@ class ModelServerSettings(TelemetrySettings):
     """Honour the fault-injection request parameters (`inferwatch_fault_delay_ms`,
     `inferwatch_fault_error`) for load tests; when off, a request carrying them is refused with
     INVALID_ARGUMENT. Never on in production."""
+    inline_forward_max_ms: Annotated[float, Field(ge=0)] = 0.5
+    """Forward passes that recently took at most this long run on the event loop instead of
+    the version's inference thread (for small models the hop costs more than the pass); 0
+    always uses the thread."""

@@ -1,17 +1,21 @@
 """`setup_telemetry`: one call per process builds the resource, the providers and the exporters."""
 
+import logging
+import os
 from collections.abc import Sequence
 from typing import Final
 
 from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
+from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from otel import otlp
 from otel.logs import install_otlp_handler, install_stdout_handler, remove_log_handlers
@@ -26,6 +30,8 @@ from otel.selfmetrics import (
 from otel.settings import TelemetrySettings
 from otel.system_metrics import register_gpu_metrics, register_process_metrics
 from otel.telemetry import Closable, SdkPipeline, Telemetry
+
+logger = logging.getLogger(__name__)
 
 DURATION_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 """Bucket bounds of every histogram whose unit is `s` (the SDK defaults suit milliseconds)."""
@@ -112,6 +118,11 @@ def _build_pipeline(
         otlp.metric_exporter(),
         otlp.log_exporter(),
     )
+    # Recording spans nobody exports costs the request path for nothing: without a trace exporter
+    # or processor spans are not recorded, but every request still gets a trace context (log
+    # lines carry its trace_id), and exemplars are kept for every measurement so a slow bucket
+    # still leads to that request's log lines.
+    records_spans = span_exporter is not None or bool(span_processors)
     prometheus = PrometheusReader()
     server = MetricsServer(prometheus, settings.metrics_host, settings.metrics_port)
     stats = PipelineStats()
@@ -128,14 +139,27 @@ def _build_pipeline(
         aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS_S),
     )
     meter_provider = MeterProvider(
-        metric_readers=readers, resource=resource, views=[seconds], shutdown_on_exit=False
+        metric_readers=readers,
+        resource=resource,
+        views=[seconds],
+        shutdown_on_exit=False,
+        # None: the SDK's choice (OTEL_METRICS_EXEMPLAR_FILTER, by default trace-based).
+        exemplar_filter=None
+        if records_spans or OTEL_METRICS_EXEMPLAR_FILTER in os.environ
+        else AlwaysOnExemplarFilter(),
     )
     meter = meter_provider.get_meter(SELF_METER)
     stats.register(meter)
     register_process_metrics(meter)
     register_gpu_metrics(meter)
 
-    tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    tracer_provider = TracerProvider(
+        resource=resource,
+        shutdown_on_exit=False,
+        sampler=None if records_spans else ALWAYS_OFF,  # None: the SDK reads OTEL_TRACES_SAMPLER
+    )
+    if not records_spans:
+        logger.info("no trace exporter configured: spans are not recorded")
     if span_exporter is not None:
         counted_spans = CountingSpanExporter(span_exporter, stats)
         exporters.append(counted_spans)

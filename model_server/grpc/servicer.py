@@ -7,6 +7,7 @@ import logging
 import time
 
 import grpc
+from opentelemetry import trace
 
 from model_server import telemetry
 from model_server.core import InferenceCore
@@ -39,9 +40,7 @@ def _record_infer(
         name, version = servicer.core.repository.telemetry_model(
             request.model_name, request.model_version
         )
-    attributes = telemetry.request_attributes(name, version, code.name)
-    telemetry.requests.add(1, attributes)
-    telemetry.request_duration.record(seconds, attributes)
+    telemetry.record_request(name, version, code.name, seconds)
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -89,22 +88,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        model = telemetry.model_attributes(
-            self.core.repository.telemetry_model(request.model_name, "")[0]
-        )
-        telemetry.in_flight.add(1, model)
+        model = self.core.repository.telemetry_model(request.model_name, "")[0]
+        # Phase spans only under a recorded request span; leaf spans are started and ended
+        # without becoming current (cheaper, no children).
+        traced = trace.get_current_span().is_recording()
+        telemetry.request_started(model)
         try:
-            # Leaf spans: started and ended without becoming current (cheaper, no children).
-            span = telemetry.tracer.start_span(DECODE_SPAN)
+            span = telemetry.tracer.start_span(DECODE_SPAN) if traced else trace.INVALID_SPAN
             try:
                 decoded = infer_request_from_pb(request, deadline)
             finally:
                 span.end()
             response = await self.core.infer(decoded)
-            span = telemetry.tracer.start_span(ENCODE_SPAN)
+            span = telemetry.tracer.start_span(ENCODE_SPAN) if traced else trace.INVALID_SPAN
             try:
                 return infer_response_to_pb(response)
             finally:
                 span.end()
         finally:
-            telemetry.in_flight.add(-1, model)
+            telemetry.request_finished(model)

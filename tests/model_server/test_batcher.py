@@ -1,6 +1,7 @@
 """The dynamic batcher on its own: grouping, bounds, deadlines, cancellation, draining."""
 
 import asyncio
+import threading
 import time
 from collections.abc import Sequence
 
@@ -182,3 +183,38 @@ def test_forward_failure_fails_the_batch_not_the_batcher() -> None:
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+class ThreadRecordingForward(RecordingForward):
+    """Also remembers which thread ran each pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.threads.append(threading.get_ident())
+        return super().__call__(inputs)
+
+
+@pytest.mark.parametrize(
+    ("inline_forward_max_s", "later_passes_inline"), [(1.0, True), (0.0, False)]
+)
+def test_fast_forward_passes_move_onto_the_event_loop(
+    inline_forward_max_s: float, later_passes_inline: bool
+) -> None:
+    forward = ThreadRecordingForward()
+
+    async def scenario() -> int:
+        batcher = _batcher(forward, max_queue_delay_s=0, inline_forward_max_s=inline_forward_max_s)
+        batcher.start()
+        for start in range(3):
+            result = await batcher.submit(_rows(start, 1), None)
+            np.testing.assert_array_equal(result[0], _rows(start, 1)[0] * 2)
+        await batcher.close()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    first, *later = forward.threads
+    assert first != loop_thread  # no pass measured yet: the first runs on the inference thread
+    assert all((thread == loop_thread) is later_passes_inline for thread in later)

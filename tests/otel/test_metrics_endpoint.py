@@ -169,3 +169,18 @@ def test_awkward_names_and_label_values_stay_parseable(
         "otel_scope_name": "tests.otel",
     }
     assert found["queue_wait_milliseconds_count"]["model_name"] == awkward
+
+
+def test_without_a_span_consumer_spans_are_not_recorded_but_exemplars_remain(
+    make_telemetry: MakeTelemetry,
+) -> None:
+    telemetry = make_telemetry()  # no OTLP endpoint, no extra span processor
+    assert telemetry.metrics_port
+    tracer = telemetry.tracer_provider.get_tracer("tests.otel")
+    with tracer.start_as_current_span("predict") as span:
+        assert not span.is_recording()
+        assert span.get_span_context().is_valid  # log lines still get a trace id
+    trace_id, span_id = _record_in_span(telemetry, 0.004)
+
+    body = scrape(telemetry.metrics_port, openmetrics=True)[1]
+    assert f'trace_id="{trace_id}",span_id="{span_id}"' in body
