@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .PHONY: setup run test pytest lint typecheck proto bench clean
+.PHONY: bench-mlserver load
 
 setup: $(INSTALLED)
 
@@ -40,6 +41,14 @@ proto: setup
 
 bench: setup
 	$(PY) benchmarks/bench_model_server.py
+
+# InferWatch (full telemetry) against MLServer 1.7.1 in .venv-mlserver; see benchmarks/RESULTS.md.
+bench-mlserver: setup
+	$(PY) -m benchmarks.bench_vs_mlserver $(ARGS)
+
+# Traffic at a running model server or gateway, e.g. make load ARGS="--rate 200 --duration 60".
+load: setup
+	$(VENV)/bin/inferwatch-load $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
