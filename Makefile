@@ -37,7 +37,8 @@ typecheck: setup
 proto: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m grpc_tools.protoc -I . \
 		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
-		model_server/proto/grpc_service.proto model_server/proto/monitoring.proto
+		model_server/proto/grpc_service.proto model_server/proto/monitoring.proto \
+		model_server/proto/model_repository.proto
 
 bench: setup
 	$(PY) benchmarks/bench_model_server.py

@@ -14,11 +14,12 @@ PROTO_DIR = Path(model_server.proto.__file__).parent
 # The same arguments as the Makefile's `proto` target.
 PROTOC_ARGS = (
     "-I . --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. "
-    "model_server/proto/grpc_service.proto model_server/proto/monitoring.proto"
+    "model_server/proto/grpc_service.proto model_server/proto/monitoring.proto "
+    "model_server/proto/model_repository.proto"
 )
 GENERATED = [
     f"{proto}{suffix}"
-    for proto in ("grpc_service", "monitoring")
+    for proto in ("grpc_service", "monitoring", "model_repository")
     for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 ]
 
