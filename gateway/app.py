@@ -23,6 +23,7 @@ from gateway.auth import ApiKeys
 from gateway.converters import validation_message
 from gateway.core import GatewayCore
 from gateway.errors import GatewayError
+from gateway.limits import HeaderLimit
 from gateway.middleware import TRACE_ID_HEADER, TelemetryMiddleware
 from gateway.openapi import install_openapi
 from gateway.routes import JSON_LENGTH_HEADER, MODEL_VERSION_HEADER, health_router, model_router
@@ -88,6 +89,7 @@ def create_app(settings: GatewaySettings) -> ASGIApp:
             expose_headers=[TRACE_ID_HEADER, MODEL_VERSION_HEADER, JSON_LENGTH_HEADER],
         )
     install_openapi(app)
+    app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
     return TelemetryMiddleware(app, access_log=settings.access_log)
 
 

@@ -43,6 +43,12 @@ class PayloadTooLargeError(GatewayError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
+class UnsupportedMediaTypeError(GatewayError):
+    """The body's Content-Type is neither JSON nor the binary tensor extension's."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
 class TooManyRequestsError(GatewayError):
     """The model server refused the request for now (its queue is full); retry later."""
 

@@ -17,7 +17,7 @@ from gateway.converters import (
     server_metadata_from_pb,
 )
 from gateway.core import GatewayCore
-from gateway.errors import PayloadTooLargeError
+from gateway.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 from gateway.schemas import (
     ErrorResponse,
     InferenceResponse,
@@ -76,6 +76,7 @@ _DRIFT_REPORT: dict[int | str, dict[str, Any]] = {
 _INFER_ERRORS = error_responses(
     HTTPStatus.BAD_REQUEST,
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
     HTTPStatus.TOO_MANY_REQUESTS,
     *_UPSTREAM_ERRORS,
 )
@@ -105,13 +106,28 @@ _INFER_BODY = {
 }
 
 
+#: Body types an inference request may declare: JSON, or the binary tensor extension's octet
+#: stream. No Content-Type at all is taken as JSON.
+_BODY_TYPES = frozenset({"application/json", "application/octet-stream"})
+
+
 class BodyReader:
-    """Dependency: the request body, PayloadTooLargeError (413) above `limit` bytes."""
+    """Dependency: the request body; 415 for a Content-Type that is not JSON or binary tensor
+    data, 413 above `limit` bytes."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
 
     async def __call__(self, request: Request) -> bytes:
+        declared_type = request.headers.get("content-type")
+        if declared_type is not None:
+            media_type = declared_type.partition(";")[0].strip().lower()
+            if media_type not in _BODY_TYPES and not media_type.endswith("+json"):
+                raise UnsupportedMediaTypeError(
+                    f"header.content-type: {media_type!r} is not supported; send "
+                    "application/json, or application/octet-stream with the "
+                    "Inference-Header-Content-Length header"
+                )
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._limit:
             raise PayloadTooLargeError(self._too_large(int(declared)))

@@ -64,6 +64,8 @@ class GatewaySettings(TelemetrySettings):
     again (in the background; only with more than one model server)."""
     max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     """Largest request body (larger ones get 413) and largest gRPC message either way."""
+    max_header_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024
+    """Largest total size of a request's header names and values; larger requests get 431."""
     api_keys: tuple[Annotated[SecretStr, Field(min_length=1)], ...] = ()
     """API keys as a JSON list; when any key is configured every call but the health checks
     needs `Authorization: Bearer <key>`."""

@@ -93,7 +93,7 @@ def config() -> ModelConfig:
     """The digits model's signature and batching."""
     return ModelConfig(
         name=MODEL_NAME,
-        inputs=[TensorSpec(name="pixels", datatype="FP32", shape=(-1, N_FEATURES))],
+        inputs=[TensorSpec(name="pixels", datatype="FP32", shape=(-1, N_FEATURES), finite=True)],
         outputs=[
             TensorSpec(name="probabilities", datatype="FP32", shape=(-1, N_CLASSES)),
             TensorSpec(name="label", datatype="INT64", shape=(-1,)),

@@ -29,6 +29,9 @@ class TensorSpec(BaseModel):
     """Open Inference Protocol datatype."""
     shape: tuple[int, ...]
     """Full shape; the first dimension is the batch and must be -1, the rest fixed and positive."""
+    finite: bool = False
+    """Inputs only: refuse NaN and infinite values (floating-point datatypes) with
+    INVALID_ARGUMENT instead of passing them to the model."""
 
     @model_validator(mode="after")
     def _batched_fixed_shape(self) -> Self:

@@ -49,6 +49,12 @@ def validate_inputs(config: ModelConfig, model: str, inputs: list[Tensor]) -> li
                 f"input {spec.name!r}: batch of {shape[0]} rows differs from the other inputs' "
                 f"{rows}"
             )
+        if spec.finite and given.data.dtype.kind == "f" and not np.isfinite(given.data).all():
+            row = int(np.flatnonzero(~np.isfinite(given.data).reshape(shape[0], -1).all(1))[0])
+            raise InvalidInputError(
+                f"input {spec.name!r}: row {row} holds NaN or infinite values; the model accepts "
+                "finite values only"
+            )
         rows = shape[0]
         arrays.append(given.data)
     return arrays

@@ -1,8 +1,9 @@
 """One decorator for every RPC handler: the server span and the error mapping, once.
 
 For every call but the health checks it opens the server span, continuing the caller's W3C
-trace context from the call metadata; core errors become their gRPC status, anything
-unexpected becomes INTERNAL with a generic message (the stack trace stays in the log).
+trace context from the call metadata; core errors become their gRPC status, a request whose
+bytes did not parse becomes INVALID_ARGUMENT, anything unexpected becomes INTERNAL with a
+generic message (the stack trace stays in the log).
 """
 
 import asyncio
@@ -18,7 +19,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 
 from model_server import telemetry
-from model_server.errors import InferenceError
+from model_server.errors import InferenceError, InvalidInputError
+from model_server.grpc.handlers import UndecodableRequest
 from model_server.grpc.status import GRPC_STATUS
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,10 @@ def rpc(
                 token = otel_context.attach(trace.set_span_in_context(span))
             code, message, response = grpc.StatusCode.OK, "", None
             try:
+                if isinstance(request, UndecodableRequest):
+                    raise InvalidInputError(
+                        f"the request is not a valid {request.type_name} message: {request.reason}"
+                    )
                 response = await handler(self, request, context)
                 return response
             except InferenceError as exc:

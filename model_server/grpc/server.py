@@ -6,14 +6,16 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from model_server.core import InferenceCore
+from model_server.grpc.handlers import add_servicer
 from model_server.grpc.monitoring_servicer import SERVICE as MONITORING_SERVICE
 from model_server.grpc.monitoring_servicer import MonitoringServicer
 from model_server.grpc.servicer import InferenceServicer
 from model_server.proto import grpc_service_pb2 as pb
-from model_server.proto import grpc_service_pb2_grpc as pb_grpc
-from model_server.proto import monitoring_pb2_grpc as monitoring_pb_grpc
+from model_server.proto import monitoring_pb2 as monitoring_pb
 
-INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+INFERENCE_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+INFERENCE_SERVICE = INFERENCE_DESCRIPTOR.full_name
+MONITORING_DESCRIPTOR = monitoring_pb.DESCRIPTOR.services_by_name["ModelMonitoring"]
 OVERALL_HEALTH = ""
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -31,10 +33,8 @@ class GrpcServer:
                 ("grpc.max_send_message_length", max_message_bytes),
             ]
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), self._server)
-        monitoring_pb_grpc.add_ModelMonitoringServicer_to_server(
-            MonitoringServicer(core), self._server
-        )
+        add_servicer(self._server, INFERENCE_DESCRIPTOR, InferenceServicer(core))
+        add_servicer(self._server, MONITORING_DESCRIPTOR, MonitoringServicer(core))
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(

@@ -16,6 +16,7 @@ from model_server.grpc.converters import (
     infer_response_to_pb,
     model_metadata_to_pb,
 )
+from model_server.grpc.handlers import UndecodableRequest
 from model_server.grpc.rpc import rpc
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
@@ -29,17 +30,18 @@ ENCODE_SPAN = "infer.encode"
 
 def _record_infer(
     servicer: "InferenceServicer",
-    request: pb.ModelInferRequest,
+    request: pb.ModelInferRequest | UndecodableRequest,
     response: pb.ModelInferResponse | None,
     code: grpc.StatusCode,
     seconds: float,
 ) -> None:
+    repository = servicer.core.repository
     if response is not None:
         name, version = response.model_name, response.model_version
+    elif isinstance(request, pb.ModelInferRequest):
+        name, version = repository.telemetry_model(request.model_name, request.model_version)
     else:
-        name, version = servicer.core.repository.telemetry_model(
-            request.model_name, request.model_version
-        )
+        name, version = repository.telemetry_model("", "")
     telemetry.record_request(name, version, code.name, seconds)
 
 

@@ -245,3 +245,62 @@ def test_an_unexpected_error_is_500_logged_with_its_trace(
     assert span.attributes is not None
     assert span.attributes["http.response.status_code"] == 500
     assert [event.name for event in span.events] == ["exception"]
+
+
+@pytest.mark.usefixtures("no_error_logs")
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_json_numbers_are_refused_by_a_finite_only_input(
+    gateway: GatewayThread, value: str
+) -> None:
+    body = '{"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [%s]}]}'
+    with client(gateway) as http:
+        answer = http.post(
+            "/v2/models/digits/infer",
+            content=body % ", ".join([value] + ["0"] * 63),
+            headers={"content-type": "application/json"},
+        )
+    assert answer.status_code == 400
+    assert "input 'pixels': row 0 holds NaN or infinite values" in answer.json()["error"]
+
+
+@pytest.mark.usefixtures("no_error_logs")
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_body_that_is_not_json_or_binary_tensors_is_415(
+    gateway: GatewayThread, content_type: str
+) -> None:
+    with client(gateway) as http:
+        answer = http.post(
+            "/v2/models/digits/infer",
+            json=infer_body(ZEROS),
+            headers={"content-type": content_type},
+        )
+    assert answer.status_code == 415
+    assert answer.json()["error"].startswith(f"header.content-type: '{content_type}'")
+
+
+@pytest.mark.usefixtures("no_error_logs")
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/ld+json"])
+def test_json_media_types_are_accepted(gateway: GatewayThread, content_type: str) -> None:
+    with client(gateway) as http:
+        answer = http.post(
+            "/v2/models/digits/infer",
+            json=infer_body(ZEROS),
+            headers={"content-type": content_type},
+        )
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.usefixtures("no_error_logs")
+def test_a_huge_header_value_is_refused_and_the_gateway_keeps_serving(
+    gateway: GatewayThread,
+) -> None:
+    with client(gateway) as http:
+        huge = http.post(
+            "/v2/models/digits/infer", json=infer_body(ZEROS), headers={"x-huge": "a" * 200_000}
+        )
+        after = http.post("/v2/models/digits/infer", json=infer_body(ZEROS))
+    assert huge.status_code == 431
+    assert "header 'x-huge' alone holds 200000 bytes" in huge.json()["error"]
+    assert after.status_code == 200

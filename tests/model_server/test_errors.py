@@ -1,5 +1,6 @@
 """Every error case maps to its gRPC status with a message naming the field."""
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,6 +136,23 @@ BAD_REQUESTS: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "requested output 'logits'",
     ),
+    "NaN where the model wants finite values": (
+        pixels_request(np.vstack([ROW, np.full((1, 64), np.nan)])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'pixels': row 1 holds NaN or infinite values",
+    ),
+    "infinity where the model wants finite values": (
+        pixels_request(np.where(np.arange(64) == 3, np.inf, 0.0).reshape(1, 64)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'pixels': row 0 holds NaN or infinite values",
+    ),
+}
+
+#: Request bytes that are not a ModelInferRequest at all.
+UNDECODABLE = {
+    "garbage": bytes(range(256)),
+    "truncated": pixels_request(ROW).SerializeToString()[:-7],
+    "wrong wire type": b"\x0f\x01",
 }
 
 
@@ -163,9 +181,38 @@ def test_bad_request_gets_its_status_and_a_message_naming_the_field(
     assert message in (error.details() or "")
 
 
-def test_server_stays_healthy_after_bad_requests(server: ServerThread) -> None:
-    for request, _, _ in BAD_REQUESTS.values():
-        _call(server, lambda request=request: server.stub.ModelInfer(request))  # type: ignore[misc]
+@pytest.mark.parametrize("case", UNDECODABLE)
+def test_bytes_that_do_not_parse_are_invalid_argument_and_not_an_error_log(
+    server: ServerThread, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert server.channel is not None
+    infer = server.channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=None,
+        response_deserializer=None,
+        _registered_method=True,
+    )
+    with caplog.at_level(logging.DEBUG):
+        error = _call(server, lambda: infer(UNDECODABLE[case], timeout=10))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid inference.ModelInferRequest message" in (error.details() or "")
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_oversized_metadata_is_refused(server: ServerThread) -> None:
+    metadata = (("x-huge", "a" * 20_000),)
+    error = _call(server, lambda: server.stub.ModelInfer(pixels_request(ROW), metadata=metadata))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "metadata" in (error.details() or "")
+
+
+def test_server_stays_healthy_after_bad_requests(
+    server: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        for request, _, _ in BAD_REQUESTS.values():
+            _call(server, lambda request=request: server.stub.ModelInfer(request))  # type: ignore[misc]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert server.stub.ServerReady(pb.ServerReadyRequest()).ready
     assert server.stub.ModelInfer(pixels_request(ROW)).model_name == "digits"
 
