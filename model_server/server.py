@@ -35,7 +35,11 @@ class ModelServer:
         settings = self._settings
         torch.set_num_threads(settings.torch_threads)
         # grpc.aio binds to the running loop, so the server is built here, not in __init__.
-        self._grpc = GrpcServer(self.core, max_message_bytes=settings.max_message_bytes)
+        self._grpc = GrpcServer(
+            self.core,
+            max_message_bytes=settings.max_message_bytes,
+            max_concurrent_rpcs=settings.max_concurrent_rpcs or None,
+        )
         self.port = await self._grpc.start(settings.host, settings.grpc_port)
         logger.info("gRPC server listening on %s:%d", settings.host, self.port)
         if settings.create_default_model:

@@ -25,13 +25,18 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class GrpcServer:
     """A grpc.aio server bound to one address, serving one inference core."""
 
-    def __init__(self, core: InferenceCore, *, max_message_bytes: int) -> None:
+    def __init__(
+        self, core: InferenceCore, *, max_message_bytes: int, max_concurrent_rpcs: int | None
+    ) -> None:
         self._core = core
+        # Beyond max_concurrent_rpcs grpc itself answers RESOURCE_EXHAUSTED before any Python
+        # runs: the cheapest possible refusal when the server is overloaded.
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
-            ]
+            ],
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
         add_servicer(self._server, INFERENCE_DESCRIPTOR, InferenceServicer(core))
         add_servicer(self._server, MONITORING_DESCRIPTOR, MonitoringServicer(core))
