@@ -19,26 +19,42 @@ START_TIMEOUT_S = 30
 
 
 class Prometheus:
-    """A `prometheus` process with exemplar storage, scraping one target every second."""
+    """A `prometheus` process with exemplar storage, scraping one target every second.
 
-    def __init__(self, binary: str, workdir: Path, target_port: int) -> None:
-        self.port = free_port()
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global:\n"
-            "  scrape_interval: 1s\n"
-            "  scrape_timeout: 1s\n"
-            "scrape_configs:\n"
-            "  - job_name: inferwatch\n"
-            "    static_configs:\n"
-            f"      - targets: ['127.0.0.1:{target_port}']\n"
+    With `config` (the text of a prometheus.yml) it runs that configuration instead, on `port`
+    (a free one by default): the stack tests run the shipped configuration that way.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        target_port: int = 0,
+        *,
+        config: str | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        config_path = workdir / "prometheus.yml"
+        config_path.write_text(
+            config
+            or (
+                "global:\n"
+                "  scrape_interval: 1s\n"
+                "  scrape_timeout: 1s\n"
+                "scrape_configs:\n"
+                "  - job_name: inferwatch\n"
+                "    static_configs:\n"
+                f"      - targets: ['127.0.0.1:{target_port}']\n"
+            )
         )
         self._log = (workdir / "prometheus.log").open("w")
         self._process = subprocess.Popen(
             [
                 binary,
                 "--enable-feature=exemplar-storage",
-                f"--config.file={config}",
+                "--web.enable-remote-write-receiver",
+                f"--config.file={config_path}",
                 f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],

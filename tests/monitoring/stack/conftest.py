@@ -33,3 +33,9 @@ def amtool() -> str:
 def alertmanager_binary() -> str:
     """The Alertmanager binary (Debian names it prometheus-alertmanager)."""
     return _binary("prometheus-alertmanager", "prometheus-alertmanager")
+
+
+@pytest.fixture(scope="session")
+def prometheus_server() -> str:
+    """The prometheus binary, for the module-scoped live stack."""
+    return _binary("prometheus", "prometheus")

@@ -1,0 +1,103 @@
+"""Steady traffic with injected faults, one thread per stream, until stopped.
+
+Faults are real: latency and server errors through the model server's fault injection request
+parameters (the server runs with MODEL_SERVER_FAULT_INJECTION=true), drift by sending inverted
+digits, rejections by bursting at a model whose queue holds one request.
+"""
+
+import contextlib
+import threading
+from collections.abc import Callable
+
+import grpc
+import httpx
+import numpy as np
+
+from model_server import digits, faults
+from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+from tests.model_server.protocol import raw_request
+
+Send = Callable[[int], None]
+"""Sends the i-th request of a stream."""
+
+
+class Traffic:
+    """Streams of requests, each at its own pace, on daemon threads."""
+
+    def __init__(self, grpc_address: str, gateway_url: str) -> None:
+        self._channel = grpc.insecure_channel(grpc_address)
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._http = httpx.Client(base_url=gateway_url, timeout=10)
+        self._pixels = digits.load_split().x_test.astype(np.float32)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def grpc(
+        self, model: str, rows: int = 8, *, invert: bool = False, **parameters: int | bool
+    ) -> Send:
+        """ModelInfer of `rows` digits (optionally inverted) with fault parameters."""
+
+        def send(i: int) -> None:
+            start = (i * rows) % (len(self._pixels) - rows)
+            pixels = self._pixels[start : start + rows]
+            request = raw_request(model, {"pixels": 16.0 - pixels if invert else pixels})
+            for name, value in parameters.items():
+                if isinstance(value, bool):
+                    request.parameters[name].bool_param = value
+                else:
+                    request.parameters[name].int64_param = value
+            with contextlib.suppress(grpc.RpcError):  # faults fail on purpose; Prometheus counts
+                self._stub.ModelInfer(request, timeout=10)
+
+        return send
+
+    def burst(self, model: str, size: int) -> Send:
+        """`size` concurrent one-row calls: more than a small queue holds."""
+
+        def send(i: int) -> None:
+            request = raw_request(model, {"pixels": self._pixels[i % 100 : i % 100 + 1]})
+            calls = [self._stub.ModelInfer.future(request, timeout=10) for _ in range(size)]
+            for call in calls:
+                with contextlib.suppress(grpc.RpcError):  # the rejections are the point
+                    call.result()
+
+        return send
+
+    def rest(self, model: str) -> Send:
+        """One-row REST inference through the gateway."""
+
+        def send(i: int) -> None:
+            row = self._pixels[i % len(self._pixels)]
+            body = {
+                "inputs": [
+                    {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row.tolist()}
+                ]
+            }
+            self._http.post(f"/v2/models/{model}/infer", json=body)
+
+        return send
+
+    def start(self, send: Send, every_s: float) -> None:
+        """Calls `send(i)` every `every_s` seconds (or back to back when slower) until stop."""
+
+        def loop() -> None:
+            i = 0
+            while not self._stop.wait(every_s):
+                send(i)
+                i += 1
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stops every stream and closes the clients."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+        self._http.close()
+        self._channel.close()
+
+
+DELAY = faults.DELAY_MS
+ERROR = faults.ERROR
