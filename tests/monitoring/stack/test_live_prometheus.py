@@ -140,8 +140,8 @@ def stack(
         traffic = Traffic(address, gateway_url)
         traffic.start(traffic.rest("digits"), 0.1)
         traffic.start(traffic.grpc("digits"), 0.2)
-        traffic.start(traffic.grpc("slow", **{DELAY: 400}), 0.05)
-        traffic.start(traffic.grpc("failing", **{ERROR: True}), 0.1)
+        traffic.start(traffic.grpc("slow", parameters={DELAY: 400}), 0.05)
+        traffic.start(traffic.grpc("failing", parameters={ERROR: True}), 0.1)
         traffic.start(traffic.grpc("shifted", invert=True), 0.1)
         traffic.start(traffic.burst("crowded", 4), 0.3)
         try:

@@ -33,15 +33,17 @@ class Traffic:
         self._threads: list[threading.Thread] = []
 
     def grpc(
-        self, model: str, rows: int = 8, *, invert: bool = False, **parameters: int | bool
+        self, model: str, *, invert: bool = False, parameters: dict[str, int | bool] | None = None
     ) -> Send:
         """ModelInfer of `rows` digits (optionally inverted) with fault parameters."""
+
+        rows = 8
 
         def send(i: int) -> None:
             start = (i * rows) % (len(self._pixels) - rows)
             pixels = self._pixels[start : start + rows]
             request = raw_request(model, {"pixels": 16.0 - pixels if invert else pixels})
-            for name, value in parameters.items():
+            for name, value in (parameters or {}).items():
                 if isinstance(value, bool):
                     request.parameters[name].bool_param = value
                 else:
