@@ -7,6 +7,7 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: setup run test pytest lint typecheck proto bench clean
 .PHONY: bench-mlserver load
+.PHONY: generate up down
 
 setup: $(INSTALLED)
 
@@ -53,3 +54,16 @@ load: setup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# Rewrites the alert rules and dashboards generated from monitoring/alerts and
+# monitoring/dashboards (a test fails when the committed files are stale).
+generate: setup
+	$(PY) -m monitoring.alerts
+	$(PY) -m monitoring.dashboards
+
+# The whole stack in Docker (docs/stack.md); GRAFANA_ADMIN_PASSWORD sets Grafana's password.
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down

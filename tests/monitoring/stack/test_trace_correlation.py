@@ -67,8 +67,10 @@ def exported(
 
 
 def _otlp_config() -> dict[str, Any]:
-    config: dict[str, Any] = yaml.safe_load(LOKI_CONFIG.read_text())
-    return config["limits_config"]["otlp_config"]
+    otlp_config: dict[str, Any] = yaml.safe_load(LOKI_CONFIG.read_text())["limits_config"][
+        "otlp_config"
+    ]
+    return otlp_config
 
 
 def _log_in_trace(received: Received, trace_id: str) -> tuple[dict[str, str], dict[str, str], str]:
