@@ -15,6 +15,7 @@ class ErrorCode(Enum):
     NOT_FOUND = "not_found"
     UNAVAILABLE = "unavailable"
     RESOURCE_EXHAUSTED = "resource_exhausted"
+    FAILED_PRECONDITION = "failed_precondition"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL = "internal"
 
@@ -41,6 +42,12 @@ class ModelNotReadyError(InferenceError):
     """The model exists but cannot serve (failed to load, unloading, shutting down)."""
 
     code = ErrorCode.UNAVAILABLE
+
+
+class ModelLoadFailedError(InferenceError):
+    """A model version's files did not load (bad config, unreadable module); fix them first."""
+
+    code = ErrorCode.FAILED_PRECONDITION
 
 
 class QueueFullError(InferenceError):
