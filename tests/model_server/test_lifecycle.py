@@ -1,6 +1,10 @@
 """Start-up with the embedded default model, and graceful shutdown with requests in flight."""
 
+import secrets
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -16,6 +20,8 @@ from tests.model_server.protocol import outputs, pixels_request, probe_request
 from tests.model_server.server_process import ServerProcess
 from tests.model_server.test_batching_grpc import batcher_of
 from tests.model_server.test_models import probe_config, write_probe
+from tests.otel.otlp_receiver import OtlpGrpcReceiver
+from tests.otel.support import sample_value
 
 
 @pytest.fixture
@@ -59,8 +65,15 @@ def test_sigterm_answers_requests_in_flight_then_exits_zero(
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         in_flight = [stub.ModelInfer.future(probe_request(np.ones((1, 4)), "slow")) for _ in "abc"]
-        # Calls on one channel arrive in order: once this answers, the three are queued.
-        assert stub.ModelReady(pb.ModelReadyRequest(name="slow")).ready
+        # Started calls only: one that has arrived but not begun is cancelled by the stop.
+        wait_until(
+            lambda: (
+                sample_value(
+                    process.metrics_port, "inferwatch_batch_queue_depth", model_name="slow"
+                )
+                == 3
+            )
+        )
         exit_code = process.terminate()
         results = [outputs(future.result(timeout=10)) for future in in_flight]
 
@@ -88,3 +101,72 @@ def test_stop_finishes_in_flight_requests_and_refuses_new_ones(
     with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as refused:
         pb_grpc.GRPCInferenceServiceStub(channel).ServerReady(pb.ServerReadyRequest(), timeout=2)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_sigterm_under_load_answers_every_accepted_call_and_flushes_its_spans(
+    repository: Path, tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    receiver = OtlpGrpcReceiver()
+    try:
+        process = ServerProcess(
+            tmp_path,
+            "--grpc-port",
+            "0",
+            "--model-repository",
+            str(repository),
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "5000",
+            },
+        )
+        processes.append(process)
+        address = process.wait_ready()
+        answered: list[str] = []  # trace ids of the calls that got an answer
+        failed: list[tuple[grpc.StatusCode, str]] = []  # (status, trace id) of the others
+        stop = threading.Event()
+
+        def client(channel: grpc.Channel) -> None:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            while not stop.is_set():
+                trace_id = secrets.token_hex(16)
+                metadata = (("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),)
+                try:
+                    stub.ModelInfer(
+                        pixels_request(np.zeros((1, 64))), metadata=metadata, timeout=10
+                    )
+                except grpc.RpcError as exc:
+                    failed.append((exc.code(), trace_id))
+                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                        return  # the server has stopped taking calls
+                    continue
+                answered.append(trace_id)
+
+        with grpc.insecure_channel(address) as channel, ThreadPoolExecutor(8) as pool:
+            clients = [pool.submit(client, channel) for _ in range(8)]
+            wait_until(lambda: len(answered) >= 200)
+            signalled = time.monotonic()
+            exit_code = process.terminate()
+            stopped_after_s = time.monotonic() - signalled
+            stop.set()
+            for done in clients:
+                done.result(timeout=30)
+
+        assert exit_code == 0
+        assert stopped_after_s < 10  # MODEL_SERVER_SHUTDOWN_GRACE_S, the default
+        # Every call the server started (it has a server span) was answered, and the final
+        # flush exported those spans (batched for 5 s: most of them left only at shutdown).
+        # Calls that reached the server after it stopped taking calls were never started:
+        # grpc answers them UNAVAILABLE, or CANCELLED when they had arrived but not yet begun.
+        started = {
+            span.trace_id.hex()
+            for _, span in receiver.received.spans()
+            if span.name.endswith("/ModelInfer")
+        }
+        assert set(answered) <= started
+        assert {code for code, _ in failed} <= {
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.CANCELLED,
+        }
+        assert not started & {trace_id for _, trace_id in failed}
+    finally:
+        receiver.stop()
