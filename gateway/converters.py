@@ -20,7 +20,12 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.errors import BadGatewayError, InvalidRequestError
+from gateway.feedback import Merged
 from gateway.schemas import (
+    FeedbackItemResult,
+    FeedbackRequest,
+    FeedbackResponse,
+    FeedbackResultName,
     InferenceRequest,
     MetadataTensor,
     ModelMetadataResponse,
@@ -30,6 +35,7 @@ from gateway.schemas import (
 )
 from model_server.datatypes import NUMPY_DTYPES
 from model_server.proto import grpc_service_pb2 as pb
+from model_server.proto import monitoring_pb2 as mon_pb
 
 BINARY_DATA_SIZE = "binary_data_size"
 BINARY_DATA = "binary_data"
@@ -42,6 +48,7 @@ _EXTENSION_PARAMETERS = frozenset({BINARY_DATA_SIZE, BINARY_DATA, BINARY_DATA_OU
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT64_MAX = 2**64 - 1
 _REQUEST = TypeAdapter(InferenceRequest)
+_FEEDBACK = TypeAdapter(FeedbackRequest)
 _NUMBERS = (frozenset({int, float}), "numbers")
 _INTEGERS = (frozenset({int}), "integers")
 _BOOLEANS = (frozenset({bool}), "booleans")
@@ -332,3 +339,69 @@ def server_metadata_from_pb(message: pb.ServerMetadataResponse) -> ServerMetadat
     return ServerMetadataResponse(
         name=message.name, version=message.version, extensions=list(message.extensions)
     )
+
+
+_RESULT_NAMES: dict[int, FeedbackResultName] = {
+    mon_pb.FEEDBACK_RESULT_OK: "ok",
+    mon_pb.FEEDBACK_RESULT_UNKNOWN_ID: "unknown_id",
+    mon_pb.FEEDBACK_RESULT_EXPIRED: "expired",
+    mon_pb.FEEDBACK_RESULT_EVICTED: "evicted",
+    mon_pb.FEEDBACK_RESULT_OTHER_MODEL: "other_model",
+    mon_pb.FEEDBACK_RESULT_INVALID_ROW: "invalid_row",
+    mon_pb.FEEDBACK_RESULT_INVALID_LABEL: "invalid_label",
+    mon_pb.FEEDBACK_RESULT_DUPLICATE: "duplicate",
+}
+
+
+def feedback_request_to_pb(
+    model_name: str, model_version: str, body: bytes
+) -> mon_pb.FeedbackRequest:
+    """Decode a feedback request body; InvalidRequestError names the field."""
+    try:
+        parsed = _FEEDBACK.validate_json(body)
+    except ValidationError as error:
+        raise InvalidRequestError(validation_message(error.errors())) from None
+    return mon_pb.FeedbackRequest(
+        name=model_name,
+        version=model_version,
+        items=[
+            mon_pb.FeedbackItem(id=item.id, label=item.label, row=item.row) for item in parsed.items
+        ],
+    )
+
+
+def feedback_response_to_body(request: mon_pb.FeedbackRequest, merged: Merged) -> FeedbackResponse:
+    """One REST result per item, echoing its id and row."""
+    results = []
+    for index, (item, answer) in enumerate(zip(request.items, merged, strict=True)):
+        if answer is None:
+            results.append(
+                FeedbackItemResult(
+                    id=item.id,
+                    row=item.row,
+                    result="unavailable",
+                    message=f"items[{index}].id: not kept by the model servers that answered, "
+                    "and a model server that may keep it did not answer; retry later",
+                )
+            )
+            continue
+        name = _RESULT_NAMES.get(answer.result)
+        if name is None:
+            raise BadGatewayError(
+                f"model server answered items[{index}] with result {answer.result}"
+            )
+        ok = name == "ok"
+        results.append(
+            FeedbackItemResult(
+                id=item.id,
+                row=item.row,
+                result=name,
+                message=None if ok else answer.message,
+                model_version=answer.model_version if ok else None,
+                predicted_label=answer.predicted_label if ok else None,
+                confidence=answer.confidence if ok else None,
+                correct=answer.correct if ok else None,
+                trace_id=(answer.trace_id or None) if ok else None,
+            )
+        )
+    return FeedbackResponse(model_name=request.name, results=results)

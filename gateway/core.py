@@ -6,6 +6,7 @@ one); the pool orders the model servers to try; a model server that is unreachab
 model not ready (UNAVAILABLE) passes the request to the next one while the deadline allows.
 """
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -13,12 +14,14 @@ from typing import TypeVar
 
 from gateway import __version__
 from gateway.errors import DeadlineExceededError, UnavailableError
+from gateway.feedback import Merged, merge_answers
 from gateway.pool import BackendPool
 from gateway.settings import GatewaySettings
 from gateway.split import TrafficSplit
 from gateway.telemetry import KnownModels
 from gateway.upstream import Backend
 from model_server.proto import grpc_service_pb2 as pb
+from model_server.proto import monitoring_pb2 as mon_pb
 
 SERVER_NAME = "inferwatch-gateway"
 EXTENSIONS = ("binary_tensor_data",)
@@ -82,6 +85,16 @@ class GatewayCore:
             return backend.model_drift(name, version, remaining_s)
 
         return await self._first_answer(name, version, timeout_s, ask)
+
+    async def feedback(self, request: mon_pb.FeedbackRequest, timeout_s: float | None) -> Merged:
+        """True labels for earlier predictions, sent to every model server (any of them may
+        have made a prediction), their answers merged per item (`gateway.feedback`)."""
+        timeout = min(timeout_s or math.inf, self._max_timeout_s)
+        answers = await asyncio.gather(
+            *(backend.feedback(request, timeout) for backend in self.pool.backends),
+            return_exceptions=True,
+        )
+        return merge_answers(len(request.items), answers)
 
     async def infer(
         self, request: pb.ModelInferRequest, timeout_s: float | None

@@ -2,7 +2,8 @@
 
 The inference routes read their body as bytes (it may carry binary tensor data after the JSON),
 so FastAPI does not know its schema: `InferenceRequest` and the models it uses are added to the
-components here, where the routes' `requestBody` refers to it.
+components here, where the routes' `requestBody` refers to it. So is `FeedbackRequest` (its
+routes read the body themselves too, to bound its size).
 """
 
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from gateway.schemas import InferenceRequest
+from gateway.schemas import FeedbackRequest, InferenceRequest
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -27,9 +28,10 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
             )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
-            request = InferenceRequest.model_json_schema(ref_template=REF_TEMPLATE)
-            schemas.update(request.pop("$defs", {}))
-            schemas[InferenceRequest.__name__] = request
+            for body in (InferenceRequest, FeedbackRequest):
+                request = body.model_json_schema(ref_template=REF_TEMPLATE)
+                schemas.update(request.pop("$defs", {}))
+                schemas[body.__name__] = request
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from gateway.converters import (
+    feedback_request_to_pb,
+    feedback_response_to_body,
     infer_request_to_pb,
     infer_response_to_body,
     model_metadata_from_pb,
@@ -20,6 +22,7 @@ from gateway.core import GatewayCore
 from gateway.errors import PayloadTooLargeError, UnsupportedMediaTypeError
 from gateway.schemas import (
     ErrorResponse,
+    FeedbackResponse,
     InferenceResponse,
     ModelMetadataResponse,
     ModelReadyResponse,
@@ -101,6 +104,20 @@ _INFER_BODY = {
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
             BINARY: _BINARY_SCHEMA,
+        },
+    }
+}
+_FEEDBACK_ERRORS = error_responses(
+    HTTPStatus.BAD_REQUEST,
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    *_UPSTREAM_ERRORS,
+)
+_FEEDBACK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}
         },
     }
 }
@@ -299,6 +316,43 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
         return await infer(
             model_name, model_version, body, x_request_timeout, inference_header_content_length
         )
+
+    async def feedback(
+        name: str, version: str, body: bytes, timeout_s: float | None
+    ) -> FeedbackResponse:
+        request = feedback_request_to_pb(name, version, body)
+        return feedback_response_to_body(request, await core.feedback(request, timeout_s))
+
+    @router.post(
+        "/v2/models/{model_name}/feedback",
+        response_model_exclude_none=True,
+        responses=_FEEDBACK_ERRORS,
+        openapi_extra=_FEEDBACK_BODY,
+    )
+    async def model_feedback(
+        model_name: str,
+        body: Annotated[bytes, Depends(read_body)],
+        x_request_timeout: RequestTimeout = None,
+    ) -> FeedbackResponse:
+        """True labels for earlier predictions of the model, by response `id`: one result per
+        item, in order; an item's error never fails the request (docs/feedback.md)."""
+        return await feedback(model_name, "", body, x_request_timeout)
+
+    @router.post(
+        "/v2/models/{model_name}/versions/{model_version}/feedback",
+        response_model_exclude_none=True,
+        responses=_FEEDBACK_ERRORS,
+        openapi_extra=_FEEDBACK_BODY,
+    )
+    async def model_version_feedback(
+        model_name: str,
+        model_version: str,
+        body: Annotated[bytes, Depends(read_body)],
+        x_request_timeout: RequestTimeout = None,
+    ) -> FeedbackResponse:
+        """True labels for earlier predictions of one version of the model; a prediction of
+        another version is refused (`other_model`)."""
+        return await feedback(model_name, model_version, body, x_request_timeout)
 
     return router
 

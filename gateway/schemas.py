@@ -6,10 +6,12 @@ its datatype by `gateway.converters` (so errors name the element), hence `list[A
 the protocol's recursive schema. Optional fields may be left out (or null).
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 from typing_extensions import TypeAliasType
+
+from monitoring.feedback import MAX_ITEMS
 
 TensorData = TypeAliasType("TensorData", "list[TensorData | float | bool | str]")
 """The protocol's `$tensor_data`, for the schema; `TensorElements` is what validates."""
@@ -133,6 +135,66 @@ class ModelReadyResponse(_Strict):
 
     name: str
     ready: bool
+
+
+class FeedbackItem(_Strict):
+    """A true label for one prediction (or one row of it)."""
+
+    id: str
+    """The `id` of the inference response."""
+    label: str
+    """The true label, from the model's label set."""
+    row: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    """Which row of the inference request; 0 for a request of one row."""
+
+
+class FeedbackRequest(_Strict):
+    """Body of `POST /v2/models/{model_name}[/versions/{model_version}]/feedback`."""
+
+    items: Annotated[list[FeedbackItem], Field(min_length=1, max_length=MAX_ITEMS)]
+
+
+FeedbackResultName = Literal[
+    "ok",
+    "unknown_id",
+    "expired",
+    "evicted",
+    "other_model",
+    "invalid_row",
+    "invalid_label",
+    "duplicate",
+    "unavailable",
+]
+
+
+class FeedbackItemResult(_Strict):
+    """The answer to one feedback item; the fields about the prediction only when `ok`."""
+
+    id: str
+    row: int
+    result: FeedbackResultName
+    """`ok`: the label counts in the live quality metrics. Else why not: the prediction is not
+    kept (`unknown_id`, `expired`, `evicted`), was made by another model or version
+    (`other_model`), has no such row (`invalid_row`), the label is not in the model's label set
+    (`invalid_label`), the row already has a label (`duplicate`; the first one stands), or a
+    model server that may keep it did not answer (`unavailable`; retry)."""
+    message: str | None = None
+    """What is wrong, naming the item's field (`items[3].label: ...`)."""
+    model_version: str | None = None
+    """The version that made the prediction."""
+    predicted_label: str | None = None
+    confidence: float | None = None
+    correct: bool | None = None
+    """Whether the true label equals the predicted one."""
+    trace_id: str | None = None
+    """The trace of the inference request (32 hex digits): its spans and logs."""
+
+
+class FeedbackResponse(_Strict):
+    """Answer of a feedback request: one result per item, in order."""
+
+    model_name: str
+    results: list[FeedbackItemResult]
 
 
 class ErrorResponse(_Strict):

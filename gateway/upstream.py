@@ -1,7 +1,8 @@
 """One model server as the gateway sees it: a gRPC channel, traced calls, status mapping.
 
 The gRPC edge of the gateway: every call records `inferwatch.gateway.upstream.duration`, every
-ModelInfer `inferwatch.gateway.routed`; ModelInfer and ModelMetadata also get a CLIENT span
+ModelInfer `inferwatch.gateway.routed`; ModelInfer, ModelMetadata, ModelDrift and Feedback also
+get a CLIENT span
 whose W3C context travels in the call's metadata, so the model server's span continues the
 same trace. gRPC status codes become
 `GatewayError`s here, once.
@@ -149,6 +150,23 @@ class Backend:
             )
             call.model = (name, str(json.loads(response.report_json).get("version", version)))
             return response.report_json
+
+    async def feedback(
+        self, request: mon_pb.FeedbackRequest, timeout_s: float
+    ) -> mon_pb.FeedbackResponse:
+        """ModelMonitoring/Feedback, traced: one result per item."""
+        assert self._monitoring is not None, "Backend.open() was not called"
+        async with self._call(
+            "Feedback",
+            traced=True,
+            model=(request.name, request.version),
+            service=MONITORING_SERVICE,
+        ) as call:
+            response: mon_pb.FeedbackResponse = await self._monitoring.Feedback(
+                request, timeout=timeout_s, metadata=call.metadata
+            )
+            self._known.confirm(request.name, [])
+            return response
 
     async def model_ready(self, name: str, version: str, timeout_s: float) -> bool:
         """ModelReady; False when the model server cannot be asked. Health checks are not

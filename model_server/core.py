@@ -1,4 +1,4 @@
-"""The transport-agnostic inference core: health, metadata and inference.
+"""The transport-agnostic inference core: health, metadata, inference and feedback.
 
 Transports (the gRPC servicer today) decode their payloads into `model_server.types`,
 call one method here and encode the result; every failure is an `InferenceError`.
@@ -8,6 +8,7 @@ import asyncio
 
 from model_server import __version__, faults
 from model_server.errors import ModelNotFoundError
+from model_server.feedback import FeedbackHub, Outcome
 from model_server.repository import ModelRepository, ModelState
 from model_server.signature import output_indices, validate_inputs
 from model_server.types import (
@@ -19,6 +20,7 @@ from model_server.types import (
     TensorMetadata,
 )
 from monitoring.drift import REFERENCE_FILE, DriftReport
+from monitoring.feedback import FeedbackItem, ResponseIds
 
 PLATFORM = "pytorch_torchscript"
 
@@ -31,10 +33,13 @@ class InferenceCore:
         repository: ModelRepository,
         server_name: str = "inferwatch",
         fault_injection: bool = False,
+        feedback: FeedbackHub | None = None,
     ) -> None:
         self._repository = repository
         self._server_name = server_name
         self._fault_injection = fault_injection
+        self._feedback = feedback
+        self._ids = ResponseIds()
         self._ready = False
 
     @property
@@ -102,12 +107,29 @@ class InferenceCore:
         if request.parameters:
             await faults.inject(request.parameters, self._fault_injection)
         outputs = await batcher.submit(arrays, request.deadline)
+        response_id = request.id or self._ids.new()
+        if entry.feedback is not None:
+            entry.feedback.record(response_id, outputs)
         return InferResponse(
             model_name=entry.name,
             model_version=str(entry.version),
-            id=request.id,
+            id=response_id,
             outputs=[
                 Tensor(config.outputs[i].name, config.outputs[i].datatype, outputs[i])
                 for i in selected
             ],
         )
+
+    def feedback(self, name: str, version: str, items: list[FeedbackItem]) -> list[Outcome]:
+        """True labels for earlier predictions of a model (of one version, when named), by
+        response id: one outcome per item (see `monitoring.feedback.join`)."""
+        versions = self._repository.versions(name)
+        if version:
+            if not any(version.isdigit() and int(version) == v.version for v in versions):
+                raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
+            version = str(int(version))
+        if self._feedback is None:
+            raise ModelNotFoundError(
+                "feedback is off on this server (MODEL_SERVER_FEEDBACK_MAX_PREDICTIONS=0)"
+            )
+        return self._feedback.apply(name, version, items)

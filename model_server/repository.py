@@ -15,6 +15,7 @@ from pathlib import Path
 from model_server import quality, telemetry
 from model_server.batcher import DynamicBatcher
 from model_server.errors import ModelNotFoundError, ModelNotReadyError
+from model_server.feedback import FeedbackHub, PredictionRecorder
 from model_server.model_config import ModelConfig, ModelConfigError
 from model_server.torchscript_model import ModelLoadError, TorchScriptModel
 from monitoring.drift import DriftReport
@@ -47,6 +48,8 @@ class ModelVersion:
     drift: quality.DriftWatch | None = field(default=None, repr=False)
     drift_report: DriftReport | None = field(default=None, repr=False)
     """The latest periodic drift evaluation."""
+    feedback: PredictionRecorder | None = field(default=None, repr=False)
+    """Keeps each answer's predictions for their true labels (a classifier with labels)."""
 
     @property
     def label(self) -> str:
@@ -62,9 +65,16 @@ class ModelVersion:
 class ModelRepository:
     """Discovers, loads and resolves model versions under one directory."""
 
-    def __init__(self, root: Path, *, inline_forward_max_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        inline_forward_max_s: float = 0.0,
+        feedback: FeedbackHub | None = None,
+    ) -> None:
         self._root = root
         self._inline_forward_max_s = inline_forward_max_s
+        self._feedback = feedback
         self._models: dict[str, dict[int, ModelVersion]] = {}
 
     @property
@@ -118,6 +128,8 @@ class ModelRepository:
         batching = config.dynamic_batching
         entry.config = config
         entry.drift = quality.load_drift_watch(entry.path, config, entry.name, entry.version)
+        if self._feedback is not None:
+            entry.feedback = self._feedback.recorder(entry.name, entry.version, config)
         entry.batcher = DynamicBatcher(
             model.forward,
             name=entry.label,

@@ -8,6 +8,7 @@ import torch
 from model_server import telemetry
 from model_server.core import InferenceCore
 from model_server.digits import ensure_default_model
+from model_server.feedback import FeedbackHub
 from model_server.grpc.server import GrpcServer
 from model_server.repository import ModelRepository
 from model_server.settings import ModelServerSettings
@@ -20,14 +21,29 @@ class ModelServer:
 
     def __init__(self, settings: ModelServerSettings) -> None:
         self._settings = settings
+        self.feedback = (
+            FeedbackHub(
+                max_predictions=settings.feedback_max_predictions,
+                max_age_s=settings.feedback_max_age_s,
+                window_s=settings.feedback_window_s,
+            )
+            if settings.feedback_max_predictions
+            else None
+        )
         self.repository = ModelRepository(
-            settings.model_repository, inline_forward_max_s=settings.inline_forward_max_ms / 1000
+            settings.model_repository,
+            inline_forward_max_s=settings.inline_forward_max_ms / 1000,
+            feedback=self.feedback,
         )
         self.core = InferenceCore(
-            self.repository, settings.server_name, fault_injection=settings.fault_injection
+            self.repository,
+            settings.server_name,
+            fault_injection=settings.fault_injection,
+            feedback=self.feedback,
         )
         self._grpc: GrpcServer | None = None
         self._drift_task: asyncio.Task[None] | None = None
+        self._feedback_task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     async def start(self) -> int:
@@ -46,6 +62,11 @@ class ModelServer:
             await asyncio.to_thread(ensure_default_model, settings.model_repository)
         await self.repository.load_all()
         telemetry.observe(self.repository)
+        if self.feedback is not None:
+            telemetry.observe_feedback(self.feedback)
+            self._feedback_task = asyncio.get_running_loop().create_task(
+                self._evaluate_feedback(self.feedback), name="feedback-evaluation"
+            )
         self._drift_task = asyncio.get_running_loop().create_task(
             self._evaluate_drift(), name="drift-evaluation"
         )
@@ -59,10 +80,14 @@ class ModelServer:
         self.core.set_ready(False)
         if self._drift_task is not None:
             self._drift_task.cancel()
+        if self._feedback_task is not None:
+            self._feedback_task.cancel()
         if self._grpc is not None:
             await self._grpc.stop(self._settings.shutdown_grace_s)
         await self.repository.close()
         telemetry.forget(self.repository)
+        if self.feedback is not None:
+            telemetry.forget_feedback(self.feedback)
         logger.info("server stopped")
 
     async def _evaluate_drift(self) -> None:
@@ -75,3 +100,13 @@ class ModelServer:
                     entry.drift_report = await asyncio.to_thread(entry.drift.monitor.evaluate)
                 except Exception:  # a failed evaluation must not stop the next ones
                     logger.exception("drift evaluation of %s failed", entry.label)
+
+    async def _evaluate_feedback(self, feedback: FeedbackHub) -> None:
+        """Every `feedback_interval_s`, expire old predictions and refresh the quality reports
+        (on the event loop, which owns them: tens of µs per version)."""
+        while True:
+            await asyncio.sleep(self._settings.feedback_interval_s)
+            try:
+                feedback.evaluate()
+            except Exception:  # a failed evaluation must not stop the next ones
+                logger.exception("feedback evaluation failed")

@@ -39,6 +39,18 @@ class ModelServerSettings(TelemetrySettings):
     """On SIGTERM/SIGINT, how long in-flight requests may take to finish."""
     drift_interval_s: Annotated[float, Field(gt=0)] = 10.0
     """How often each model version's drift window is evaluated for the drift metrics."""
+    feedback_max_predictions: Annotated[int, Field(ge=0)] = 100_000
+    """Most predictions (rows) kept for their delayed true labels (the Feedback RPC, see
+    docs/feedback.md); beyond it the oldest are evicted, and counted. 0 keeps none: feedback
+    off."""
+    feedback_max_age_s: Annotated[float, Field(gt=0)] = 3600.0
+    """How long a prediction waits for its true label; older ones are expired, and counted."""
+    feedback_window_s: Annotated[float, Field(gt=0)] = 3600.0
+    """Sliding window of the live quality metrics (accuracy, macro F1, per-class recall, share
+    of predictions labelled), per model version."""
+    feedback_interval_s: Annotated[float, Field(gt=0)] = 10.0
+    """How often the quality windows are evaluated for the metrics and expired predictions are
+    removed (a Feedback call also refreshes them)."""
     torch_threads: Annotated[int, Field(ge=1)] = 1
     """torch intra-op threads per forward pass (see docs/architecture.md for why 1)."""
     fault_injection: bool = False

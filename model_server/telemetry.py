@@ -18,6 +18,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from model_server import __version__
 from monitoring.drift import DriftReport
+from monitoring.feedback import QualityReport
 from otel import DURATION_BUCKETS_S
 from otel.attributes import MODEL_NAME as MODEL_NAME
 from otel.attributes import MODEL_VERSION as MODEL_VERSION
@@ -304,3 +305,144 @@ def request_attributes(name: str, version: str, status: str) -> Mapping[str, str
 def model_attributes(name: str) -> Mapping[str, str]:
     """The attributes of per-model metrics (in-flight requests), built once per model."""
     return MappingProxyType({MODEL_NAME: name})
+
+
+# Ground truth (docs/feedback.md): quality over each version's window, read at collection from
+# the reports the feedback hub refreshes on the event loop; nothing here runs per inference.
+CLASS = "class"
+RESULT = "result"
+CORRECT = "inferwatch.feedback.correct"
+"""Attribute of the feedback span's link to a prediction's span: whether it was right."""
+#: Seconds from a prediction to its true label.
+LABEL_DELAY_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 21600, 86400)
+
+feedback_items = _meter.create_counter(
+    "inferwatch.feedback.items",
+    unit="{item}",
+    description="Feedback items answered, by model and result (ok or why not).",
+)
+label_delay = _meter.create_histogram(
+    "inferwatch.feedback.label.delay",
+    unit="s",
+    description="Time from a prediction to its true label, per accepted label.",
+    explicit_bucket_boundaries_advisory=LABEL_DELAY_BUCKETS,
+)
+
+
+class FeedbackSource(Protocol):
+    """Something that can report each version's quality and the prediction store's losses."""
+
+    @property
+    def stored(self) -> int:
+        """Predictions kept for their labels now."""
+
+    def quality_reports(self) -> Iterable[tuple[Mapping[str, str], QualityReport]]:
+        """(attributes, latest quality report) per version that keeps predictions."""
+
+    def dropped_counts(self) -> Iterable[tuple[Mapping[str, str], int]]:
+        """(attributes with the reason, predictions dropped without a label) since the start."""
+
+
+_feedback_sources: "weakref.WeakSet[FeedbackSource]" = weakref.WeakSet()
+
+
+def observe_feedback(source: FeedbackSource) -> None:
+    """Report this source's quality and store metrics from now on."""
+    _feedback_sources.add(source)
+
+
+def forget_feedback(source: FeedbackSource) -> None:
+    """Stop reporting a source (its server stopped)."""
+    _feedback_sources.discard(source)
+
+
+def _quality_gauge(
+    name: str,
+    unit: str,
+    description: str,
+    values: Callable[[QualityReport, Mapping[str, str]], Iterable[tuple[float, Mapping[str, str]]]],
+) -> None:
+    def callback(_: CallbackOptions) -> Iterable[Observation]:
+        for source in list(_feedback_sources):
+            for attributes, report in source.quality_reports():
+                yield from _observations(values(report, attributes))
+
+    _meter.create_observable_gauge(name, callbacks=[callback], unit=unit, description=description)
+
+
+_quality_gauge(
+    "inferwatch.feedback.accuracy",
+    "1",
+    "Share of the labels that arrived in the window equal to their prediction.",
+    lambda report, attributes: [(report.accuracy, attributes)],
+)
+_quality_gauge(
+    "inferwatch.feedback.macro_f1",
+    "1",
+    "Macro F1 over the labels that arrived in the window (classes seen as true or predicted).",
+    lambda report, attributes: [(report.macro_f1, attributes)],
+)
+_quality_gauge(
+    "inferwatch.feedback.recall",
+    "1",
+    "Per-class recall over the labels that arrived in the window.",
+    lambda report, attributes: [
+        (recall, {**attributes, CLASS: label})
+        for label, recall in zip(report.labels, report.recall, strict=True)
+    ],
+)
+_quality_gauge(
+    "inferwatch.feedback.labelled",
+    "1",
+    "Share of the predictions made in the window that have received a true label.",
+    lambda report, attributes: [(report.labelled_share, attributes)],
+)
+_quality_gauge(
+    "inferwatch.feedback.window.labels",
+    "{label}",
+    "True labels that arrived in the window: the sample size behind accuracy and F1.",
+    lambda report, attributes: [(report.labelled, attributes)],
+)
+
+
+def _dropped(_: CallbackOptions) -> Iterable[Observation]:
+    for source in list(_feedback_sources):
+        for attributes, count in source.dropped_counts():
+            yield Observation(count, dict(attributes))
+
+
+def _stored(_: CallbackOptions) -> Iterable[Observation]:
+    for source in list(_feedback_sources):
+        yield Observation(source.stored)
+
+
+_meter.create_observable_counter(
+    "inferwatch.feedback.store.dropped",
+    callbacks=[_dropped],
+    unit="{prediction}",
+    description="Predictions that left the prediction store without a true label, by reason.",
+)
+_meter.create_observable_gauge(
+    "inferwatch.feedback.store.predictions",
+    callbacks=[_stored],
+    unit="{prediction}",
+    description="Predictions kept for their true labels.",
+)
+
+
+@functools.cache
+def version_attributes(name: str, version: str) -> Mapping[str, str]:
+    """The attributes of per-version metrics, built once per version."""
+    return MappingProxyType({MODEL_NAME: name, MODEL_VERSION: version})
+
+
+@functools.cache
+def feedback_attributes(name: str, result: str) -> Mapping[str, str]:
+    """The attributes of the feedback item counter, built once per model and result."""
+    return MappingProxyType({MODEL_NAME: name, RESULT: result})
+
+
+@functools.cache
+def dropped_attributes(name: str, version: str, reason: str) -> Mapping[str, str]:
+    """The attributes of the dropped-predictions counter, built once per combination."""
+    return MappingProxyType({MODEL_NAME: name, MODEL_VERSION: version, REASON: reason})

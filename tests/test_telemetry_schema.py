@@ -57,13 +57,18 @@ def _attributes(row: dict[str, str]) -> set[str]:
 
 
 def _traffic(address: str) -> None:
-    """Every kind of call: success, client error, unknown model, a rejection, metadata, drift."""
+    """Every kind of call: success, client error, unknown model, a rejection, metadata, drift,
+    feedback (a label, and a prediction dropped unlabelled: its id reused)."""
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         pixels = digits.load_split().x_test[:160]
         for start in range(0, len(pixels), 32):  # enough rows for every drift statistic
-            stub.ModelInfer(pixels_request(pixels[start : start + 32]))
-        mon_grpc.ModelMonitoringStub(channel).ModelDrift(mon_pb.ModelDriftRequest(name="digits"))
+            stub.ModelInfer(pixels_request(pixels[start : start + 32], request_id=f"r{start}"))
+        stub.ModelInfer(pixels_request(pixels[:1], request_id="r0"))
+        monitoring = mon_grpc.ModelMonitoringStub(channel)
+        monitoring.ModelDrift(mon_pb.ModelDriftRequest(name="digits"))
+        label = mon_pb.FeedbackItem(id="r0", label="0")
+        monitoring.Feedback(mon_pb.FeedbackRequest(name="digits", items=[label]))
         stub.ModelMetadata(pb.ModelMetadataRequest(name="digits"))
         stub.ServerMetadata(pb.ServerMetadataRequest())
         for bad in (pixels_request(np.zeros((1, 3))), probe_request(np.ones((1, 4)), "nope")):
@@ -177,8 +182,8 @@ def test_spans_match_the_documented_spans(
 
 
 def _gateway_traffic(url: str) -> None:
-    """Every kind of REST call: inference (also of a pinned version), metadata, drift, health, a
-    client mistake, an unknown model, an unknown route, and a timeout (a 5xx)."""
+    """Every kind of REST call: inference (also of a pinned version), metadata, drift, feedback,
+    health, a client mistake, an unknown model, an unknown route, and a timeout (a 5xx)."""
     pixels = {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}
     with httpx.Client(base_url=url, timeout=30) as http:
         expected = {
@@ -189,6 +194,8 @@ def _gateway_traffic(url: str) -> None:
         for path, status in expected.items():
             assert http.post(path, json={"inputs": [pixels]}).status_code == status
         assert http.post("/v2/models/digits/infer", json={"inputs": []}).status_code == 400
+        label = {"items": [{"id": "some-id", "label": "0"}]}
+        assert http.post("/v2/models/digits/versions/1/feedback", json=label).status_code == 200
         for path in (
             "/v2/models/digits",
             "/v2/models/digits/versions/1",

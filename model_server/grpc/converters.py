@@ -1,4 +1,5 @@
-"""Protocol buffers <-> core types for the Open Inference Protocol gRPC API."""
+"""Protocol buffers <-> core types for the Open Inference Protocol gRPC API, and for the
+Feedback call of InferWatch's monitoring API."""
 
 import math
 
@@ -6,8 +7,11 @@ import numpy as np
 
 from model_server.datatypes import numpy_dtype
 from model_server.errors import InvalidInputError
+from model_server.feedback import Outcome
 from model_server.proto import grpc_service_pb2 as pb
+from model_server.proto import monitoring_pb2 as mon_pb
 from model_server.types import InferRequest, InferResponse, ModelMetadata, Tensor
+from monitoring.feedback import FeedbackItem, FeedbackResult
 
 #: Which typed `contents` field carries each datatype; FP16 travels only as raw bytes.
 _CONTENTS_FIELD = {
@@ -117,3 +121,33 @@ def model_metadata_to_pb(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
         inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.inputs],
         outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in metadata.outputs],
     )
+
+
+_FEEDBACK_RESULTS = {
+    result: mon_pb.FeedbackResult.Value(f"FEEDBACK_RESULT_{result.name}")
+    for result in FeedbackResult
+}
+
+
+def feedback_items_from_pb(message: mon_pb.FeedbackRequest) -> list[FeedbackItem]:
+    """The items of a FeedbackRequest (each one is checked by the join, not here)."""
+    return [FeedbackItem(item.id, item.label, item.row) for item in message.items]
+
+
+def feedback_response_to_pb(outcomes: list[Outcome]) -> mon_pb.FeedbackResponse:
+    """One result per outcome, in order; an accepted one with its prediction."""
+    results = []
+    for outcome in outcomes:
+        result = mon_pb.FeedbackItemResult(
+            result=_FEEDBACK_RESULTS[outcome.result], message=outcome.message
+        )
+        joined = outcome.joined
+        if joined is not None:
+            result.model_version = joined.model[1]
+            result.predicted_label = joined.predicted
+            result.confidence = joined.confidence
+            result.correct = joined.correct
+            if joined.context.is_valid:
+                result.trace_id = f"{joined.context.trace_id:032x}"
+        results.append(result)
+    return mon_pb.FeedbackResponse(results=results)

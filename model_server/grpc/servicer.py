@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 DECODE_SPAN = "infer.decode"
 ENCODE_SPAN = "infer.encode"
+TRACE_ID_PARAMETER = "inferwatch_trace_id"
+"""Response parameter: the request's trace id (32 hex digits), to find its spans and logs; with
+the response id, what a caller keeps to send its true label later (docs/feedback.md)."""
 
 
 def _record_infer(
@@ -93,7 +96,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = self.core.repository.telemetry_model(request.model_name, "")[0]
         # Phase spans only under a recorded request span; leaf spans are started and ended
         # without becoming current (cheaper, no children).
-        traced = trace.get_current_span().is_recording()
+        current = trace.get_current_span()
+        traced = current.is_recording()
         telemetry.request_started(model)
         try:
             span = telemetry.tracer.start_span(DECODE_SPAN) if traced else trace.INVALID_SPAN
@@ -104,8 +108,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response = await self.core.infer(decoded)
             span = telemetry.tracer.start_span(ENCODE_SPAN) if traced else trace.INVALID_SPAN
             try:
-                return infer_response_to_pb(response)
+                message = infer_response_to_pb(response)
             finally:
                 span.end()
+            trace_id = current.get_span_context().trace_id
+            if trace_id:
+                message.parameters[TRACE_ID_PARAMETER].string_param = f"{trace_id:032x}"
+            return message
         finally:
             telemetry.request_finished(model)

@@ -5,8 +5,11 @@ InferWatch's own model-monitoring API, served beside the Open Inference Protocol
 Regenerate the Python stubs with `make proto`.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +20,51 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _FeedbackResult:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FeedbackResultEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeedbackResult.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FEEDBACK_RESULT_UNSPECIFIED: _FeedbackResult.ValueType  # 0
+    FEEDBACK_RESULT_OK: _FeedbackResult.ValueType  # 1
+    """Joined: the label counts in the version's quality metrics."""
+    FEEDBACK_RESULT_UNKNOWN_ID: _FeedbackResult.ValueType  # 2
+    """No prediction with this id is kept here."""
+    FEEDBACK_RESULT_EXPIRED: _FeedbackResult.ValueType  # 3
+    """The prediction was older than the store's maximum age."""
+    FEEDBACK_RESULT_EVICTED: _FeedbackResult.ValueType  # 4
+    """The prediction was evicted to keep the store within its size."""
+    FEEDBACK_RESULT_OTHER_MODEL: _FeedbackResult.ValueType  # 5
+    """The prediction was made by another model, or another version than the one named."""
+    FEEDBACK_RESULT_INVALID_ROW: _FeedbackResult.ValueType  # 6
+    """The request had no such row."""
+    FEEDBACK_RESULT_INVALID_LABEL: _FeedbackResult.ValueType  # 7
+    """The label is not in the model version's label set."""
+    FEEDBACK_RESULT_DUPLICATE: _FeedbackResult.ValueType  # 8
+    """This row already has a label; the first one stands."""
+
+class FeedbackResult(_FeedbackResult, metaclass=_FeedbackResultEnumTypeWrapper): ...
+
+FEEDBACK_RESULT_UNSPECIFIED: FeedbackResult.ValueType  # 0
+FEEDBACK_RESULT_OK: FeedbackResult.ValueType  # 1
+"""Joined: the label counts in the version's quality metrics."""
+FEEDBACK_RESULT_UNKNOWN_ID: FeedbackResult.ValueType  # 2
+"""No prediction with this id is kept here."""
+FEEDBACK_RESULT_EXPIRED: FeedbackResult.ValueType  # 3
+"""The prediction was older than the store's maximum age."""
+FEEDBACK_RESULT_EVICTED: FeedbackResult.ValueType  # 4
+"""The prediction was evicted to keep the store within its size."""
+FEEDBACK_RESULT_OTHER_MODEL: FeedbackResult.ValueType  # 5
+"""The prediction was made by another model, or another version than the one named."""
+FEEDBACK_RESULT_INVALID_ROW: FeedbackResult.ValueType  # 6
+"""The request had no such row."""
+FEEDBACK_RESULT_INVALID_LABEL: FeedbackResult.ValueType  # 7
+"""The label is not in the model version's label set."""
+FEEDBACK_RESULT_DUPLICATE: FeedbackResult.ValueType  # 8
+"""This row already has a label; the first one stands."""
+Global___FeedbackResult: _TypeAlias = FeedbackResult  # noqa: Y015
 
 @_typing.final
 class ModelDriftRequest(_message.Message):
@@ -60,3 +108,125 @@ class ModelDriftResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelDriftResponse: _TypeAlias = ModelDriftResponse  # noqa: Y015
+
+@_typing.final
+class FeedbackRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The model the predictions were asked of."""
+    version: _builtins.str
+    """Empty: any version of the model; else only predictions made by this version are accepted."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeedbackItem]:
+        """1 to 10,000 items."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        items: _abc.Iterable[Global___FeedbackItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackRequest: _TypeAlias = FeedbackRequest  # noqa: Y015
+
+@_typing.final
+class FeedbackItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    ROW_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The id of the inference response (ModelInferResponse.id)."""
+    label: _builtins.str
+    """The true label, from the model's label set (config `labels`)."""
+    row: _builtins.int
+    """Which row of the request the label is for; 0 for a request of one row."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        label: _builtins.str = ...,
+        row: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "label", b"label", "row", b"row"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackItem: _TypeAlias = FeedbackItem  # noqa: Y015
+
+@_typing.final
+class FeedbackItemResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PREDICTED_LABEL_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    CORRECT_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    result: Global___FeedbackResult.ValueType
+    message: _builtins.str
+    """Empty when OK; else what is wrong, naming the item (`items[3].label: ...`)."""
+    model_version: _builtins.str
+    """When OK: the version that made the prediction, its predicted label and confidence,
+    whether the true label equals it, and the trace id of the inference request (32 hex digits;
+    empty when the request had none).
+    """
+    predicted_label: _builtins.str
+    confidence: _builtins.float
+    correct: _builtins.bool
+    trace_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        result: Global___FeedbackResult.ValueType = ...,
+        message: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        predicted_label: _builtins.str = ...,
+        confidence: _builtins.float = ...,
+        correct: _builtins.bool = ...,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "correct", b"correct", "message", b"message", "model_version", b"model_version", "predicted_label", b"predicted_label", "result", b"result", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackItemResult: _TypeAlias = FeedbackItemResult  # noqa: Y015
+
+@_typing.final
+class FeedbackResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeedbackItemResult]:
+        """One result per item, in the request's order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___FeedbackItemResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackResponse: _TypeAlias = FeedbackResponse  # noqa: Y015

@@ -39,6 +39,11 @@ class ModelMonitoringStub:
                 request_serializer=model__server_dot_proto_dot_monitoring__pb2.ModelDriftRequest.SerializeToString,
                 response_deserializer=model__server_dot_proto_dot_monitoring__pb2.ModelDriftResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/inferwatch.monitoring.v1.ModelMonitoring/Feedback',
+                request_serializer=model__server_dot_proto_dot_monitoring__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=model__server_dot_proto_dot_monitoring__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class ModelMonitoringServicer:
@@ -51,6 +56,14 @@ class ModelMonitoringServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """True labels for earlier predictions, joined by response id (docs/feedback.md). Items are
+        answered one by one: an item's error never fails the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelMonitoringServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +71,11 @@ def add_ModelMonitoringServicer_to_server(servicer, server):
                     servicer.ModelDrift,
                     request_deserializer=model__server_dot_proto_dot_monitoring__pb2.ModelDriftRequest.FromString,
                     response_serializer=model__server_dot_proto_dot_monitoring__pb2.ModelDriftResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=model__server_dot_proto_dot_monitoring__pb2.FeedbackRequest.FromString,
+                    response_serializer=model__server_dot_proto_dot_monitoring__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +105,33 @@ class ModelMonitoring:
             '/inferwatch.monitoring.v1.ModelMonitoring/ModelDrift',
             model__server_dot_proto_dot_monitoring__pb2.ModelDriftRequest.SerializeToString,
             model__server_dot_proto_dot_monitoring__pb2.ModelDriftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inferwatch.monitoring.v1.ModelMonitoring/Feedback',
+            model__server_dot_proto_dot_monitoring__pb2.FeedbackRequest.SerializeToString,
+            model__server_dot_proto_dot_monitoring__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

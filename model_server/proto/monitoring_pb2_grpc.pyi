@@ -35,12 +35,20 @@ class ModelMonitoringStub:
     def __new__(cls, channel: _aio.Channel) -> ModelMonitoringAsyncStub: ...
     ModelDrift: _grpc.UnaryUnaryMultiCallable[_monitoring_pb2.ModelDriftRequest, _monitoring_pb2.ModelDriftResponse]
     """A fresh drift evaluation of a model version's live window against its reference."""
+    Feedback: _grpc.UnaryUnaryMultiCallable[_monitoring_pb2.FeedbackRequest, _monitoring_pb2.FeedbackResponse]
+    """True labels for earlier predictions, joined by response id (docs/feedback.md). Items are
+    answered one by one: an item's error never fails the call.
+    """
 
 @_typing.type_check_only
 class ModelMonitoringAsyncStub(ModelMonitoringStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ModelDrift: _aio.UnaryUnaryMultiCallable[_monitoring_pb2.ModelDriftRequest, _monitoring_pb2.ModelDriftResponse]  # type: ignore[assignment]
     """A fresh drift evaluation of a model version's live window against its reference."""
+    Feedback: _aio.UnaryUnaryMultiCallable[_monitoring_pb2.FeedbackRequest, _monitoring_pb2.FeedbackResponse]  # type: ignore[assignment]
+    """True labels for earlier predictions, joined by response id (docs/feedback.md). Items are
+    answered one by one: an item's error never fails the call.
+    """
 
 class ModelMonitoringServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -50,5 +58,15 @@ class ModelMonitoringServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_monitoring_pb2.ModelDriftResponse, _abc.Awaitable[_monitoring_pb2.ModelDriftResponse]]:
         """A fresh drift evaluation of a model version's live window against its reference."""
+
+    @_abc_1.abstractmethod
+    def Feedback(
+        self,
+        request: _monitoring_pb2.FeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitoring_pb2.FeedbackResponse, _abc.Awaitable[_monitoring_pb2.FeedbackResponse]]:
+        """True labels for earlier predictions, joined by response id (docs/feedback.md). Items are
+        answered one by one: an item's error never fails the call.
+        """
 
 def add_ModelMonitoringServicer_to_server(servicer: ModelMonitoringServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
