@@ -23,6 +23,8 @@ from monitoring.drift import REFERENCE_FILE, DriftReport
 from monitoring.feedback import FeedbackItem, ResponseIds
 
 PLATFORM = "pytorch_torchscript"
+EXTENSIONS = ("model_repository",)
+"""Protocol extensions served: the model repository's index, load and unload."""
 
 
 class InferenceCore:
@@ -65,7 +67,9 @@ class InferenceCore:
 
     def server_metadata(self) -> ServerMetadata:
         """Server name, version and protocol extensions."""
-        return ServerMetadata(name=self._server_name, version=__version__, extensions=[])
+        return ServerMetadata(
+            name=self._server_name, version=__version__, extensions=list(EXTENSIONS)
+        )
 
     def model_metadata(self, name: str, version: str) -> ModelMetadata:
         """Signature of a model version (the newest ready one when none is named)."""

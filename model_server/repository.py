@@ -7,7 +7,7 @@ and never stops the others or the server.
 import asyncio
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -31,6 +31,7 @@ class ModelState(Enum):
     LOADING = "LOADING"
     READY = "READY"
     FAILED = "FAILED"
+    UNLOADING = "UNLOADING"
     UNLOADED = "UNLOADED"
 
 
@@ -76,6 +77,11 @@ class ModelRepository:
         self._inline_forward_max_s = inline_forward_max_s
         self._feedback = feedback
         self._models: dict[str, dict[int, ModelVersion]] = {}
+        self._newest: dict[str, ModelVersion] = {}
+        """Per model, the newest READY version: what a request naming no version gets."""
+        self._listeners: list[Callable[[], Awaitable[None]]] = []
+        self._changing = asyncio.Lock()
+        """Held by loads and unloads at run time (never by requests)."""
 
     @property
     def root(self) -> Path:
@@ -99,10 +105,7 @@ class ModelRepository:
             logger.error("model repository %s is not a directory; serving no models", self._root)
             return
         for model_dir in sorted(p for p in self._root.iterdir() if p.is_dir()):
-            version_dirs = sorted(
-                (p for p in model_dir.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name)),
-                key=lambda p: int(p.name),
-            )
+            version_dirs = version_directories(model_dir)
             if not version_dirs:
                 logger.warning("model directory %s has no numeric version directories", model_dir)
                 continue
@@ -143,6 +146,7 @@ class ModelRepository:
         )
         entry.batcher.start()
         entry.state = ModelState.READY
+        self._publish(entry.name)
         logger.info(
             "model %s ready (max batch %d, batching %s)",
             entry.label,
@@ -156,10 +160,10 @@ class ModelRepository:
         if versions is None:
             raise ModelNotFoundError(f"model {name!r} is not in the repository")
         if not version:
-            ready = [v for v in versions.values() if v.state is ModelState.READY]
-            if not ready:
+            newest = self._newest.get(name)
+            if newest is None:
                 raise ModelNotReadyError(f"model {name!r} has no ready version")
-            return max(ready, key=lambda v: v.version)
+            return newest
         entry = versions.get(int(version)) if version.isdigit() else None
         if entry is None:
             raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
@@ -211,14 +215,74 @@ class ModelRepository:
             return False
         return True
 
+    def entry(self, name: str, version: int) -> ModelVersion | None:
+        """A version the server knows (in any state), or None."""
+        return self._models.get(name, {}).get(version)
+
+    def add_listener(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Called after every load or unload at run time (to publish health, say)."""
+        self._listeners.append(listener)
+
+    async def load_version(self, name: str, version: int) -> ModelVersion:
+        """Load `<root>/<name>/<version>` while every other version keeps serving; returns it
+        READY or FAILED. A READY version is kept as it is. Requests naming no version move to
+        it once it is READY, if it is the newest."""
+        async with self._changing:
+            current = self.entry(name, version)
+            if current is not None and current.state is ModelState.READY:
+                return current
+            entry = ModelVersion(name, version, self._root / name / str(version))
+            self._models.setdefault(name, {})[version] = entry
+            logger.info("loading model %s from %s", entry.label, entry.path)
+            await self._load(entry)
+        await self._notify()
+        return entry
+
+    async def unload_version(self, name: str, version: int, reason: str) -> None:
+        """Stop routing requests to a known version, answer those already queued, free it."""
+        async with self._changing:
+            entry = self._models[name][version]
+            entry.state, entry.reason = ModelState.UNLOADING, reason
+            self._publish(name)
+            logger.info("unloading model %s: %s", entry.label, reason)
+            await self._notify()
+            if entry.batcher is not None:
+                await entry.batcher.close()
+                entry.batcher = None
+            entry.state = ModelState.UNLOADED
+            logger.info("model %s unloaded", entry.label)
+
+    def _publish(self, name: str) -> None:
+        """Point requests naming no version at the newest READY version of `name`."""
+        ready = [v for v in self._models.get(name, {}).values() if v.state is ModelState.READY]
+        if ready:
+            self._newest[name] = max(ready, key=lambda v: v.version)
+        else:
+            self._newest.pop(name, None)
+
+    async def _notify(self) -> None:
+        for listener in self._listeners:
+            await listener()
+
     async def close(self) -> None:
-        """Drain and stop every batcher."""
+        """Drain and stop every batcher; waits for a load or unload under way, and keeps any
+        other from starting."""
+        await self._changing.acquire()
+        self._newest.clear()
         for versions in self._models.values():
             for entry in versions.values():
                 if entry.batcher is not None:
                     await entry.batcher.close()
                     entry.batcher = None
                 entry.state = ModelState.UNLOADED
+
+
+def version_directories(model_dir: Path) -> list[Path]:
+    """A model directory's version directories (positive integers), oldest first."""
+    return sorted(
+        (p for p in model_dir.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name)),
+        key=lambda p: int(p.name),
+    )
 
 
 def _load_and_check(path: Path, config: ModelConfig) -> TorchScriptModel:
