@@ -4,10 +4,11 @@ A signal is exported when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_<
 is set and `OTEL_<SIGNAL>_EXPORTER` is not `none`. The protocol comes from
 `OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL` or `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` (default) or
 `http/protobuf`. Everything else (headers, timeout in seconds, compression, certificates) is
-read by the exporters themselves.
+read by the exporters themselves. Spans sent over gRPC are encoded by `otel.span_encoding`.
 """
 
 import os
+from collections.abc import Sequence
 
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
     OTLPLogExporter as GrpcLogExporter,
@@ -27,20 +28,35 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel.selfmetrics import Signal
+from otel.span_encoding import SpanEncoder
 
 _PROTOCOLS = ("grpc", "http/protobuf")
+
+
+class LeanGrpcSpanExporter(GrpcSpanExporter):
+    """The OTLP/gRPC span exporter with `SpanEncoder` in place of the SDK's per-object
+    encoding; transport, retries, headers and TLS are the SDK exporter's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._encoder = SpanEncoder()
+
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+        return ExportTraceServiceRequest.FromString(self._encoder.encode(data))
 
 
 def span_exporter() -> SpanExporter | None:
     """The configured OTLP span exporter, or None."""
     if not _enabled("traces"):
         return None
-    return GrpcSpanExporter() if _protocol("traces") == "grpc" else HttpSpanExporter()
+    return LeanGrpcSpanExporter() if _protocol("traces") == "grpc" else HttpSpanExporter()
 
 
 def metric_exporter() -> MetricExporter | None:

@@ -1,0 +1,233 @@
+"""OTLP span encoding straight to protobuf wire bytes: the same message the SDK's encoder builds.
+
+The OTLP exporter package builds one protobuf object per span, attribute, value and event in
+Python (about 25 µs a span here), on the export thread, holding the GIL the serving event loop
+needs. This writes the `ExportTraceServiceRequest` bytes directly and caches what repeats
+between spans (span names, attribute key/value pairs, resources, scopes), at a few µs a span.
+`tests/otel/test_span_encoding.py` checks that the bytes parse into a message equal to the
+SDK's for every field the SDK sets.
+
+Field numbers are those of opentelemetry/proto/trace/v1/trace.proto and common/v1/common.proto.
+"""
+
+import logging
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext
+from opentelemetry.util.types import Attributes
+
+logger = logging.getLogger(__name__)
+
+#: Entries kept per cache before it starts over (attribute values are bounded by design, but a
+#: cache must not grow without limit if some library records unbounded ones).
+CACHE_LIMIT = 4096
+
+_FIXED64 = struct.Struct("<Q")
+_FIXED32 = struct.Struct("<I")
+_DOUBLE = struct.Struct("<d")
+
+# Span.flags: the parent's "is remote" is known (0x100), and whether it is remote (0x200).
+_FLAGS_LOCAL = b"\x85\x01" + _FIXED32.pack(0x100)
+_FLAGS_REMOTE = b"\x85\x01" + _FIXED32.pack(0x300)
+_EMPTY_STATUS = b"\x7a\x00"
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: tag, length, payload."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _any_value(value: Any) -> bytes:
+    """An AnyValue message (without its own tag)."""
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _field(b"\x0a", value.encode())
+    if isinstance(value, int):
+        return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE.pack(value)
+    if isinstance(value, bytes):
+        return _field(b"\x3a", value)
+    if isinstance(value, Sequence):
+        return _field(b"\x2a", b"".join(_field(b"\x0a", _any_value(item)) for item in value))
+    if isinstance(value, Mapping):
+        pairs = b"".join(_field(b"\x0a", _key_value(str(k), v)) for k, v in value.items())
+        return _field(b"\x32", pairs)
+    raise TypeError(f"cannot encode a {type(value).__name__} attribute value")
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    """A KeyValue message (without its own tag)."""
+    return _field(b"\x0a", key.encode()) + _field(b"\x12", _any_value(value))
+
+
+class SpanEncoder:
+    """Encodes batches of finished SDK spans; keeps caches, so use one per exporter."""
+
+    def __init__(self) -> None:
+        self._key_values: dict[tuple[str, type, Any], bytes] = {}
+        self._names: dict[str, bytes] = {}
+        self._resources: dict[int, tuple[Resource, bytes]] = {}
+        self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
+
+    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+        """The serialized `ExportTraceServiceRequest` of these spans, grouped by resource and
+        scope in the order they first appear."""
+        grouped: dict[int, tuple[Resource, dict[int, list[bytes]]]] = {}
+        scopes: dict[int, InstrumentationScope | None] = {}
+        for span in spans:
+            resource = span.resource
+            scope = span.instrumentation_scope
+            by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
+            scopes[id(scope)] = scope
+            by_scope.setdefault(id(scope), []).append(self._span(span))
+        resource_spans = []
+        for resource, by_scope in grouped.values():
+            scope_spans = [
+                _field(b"\x12", self._scope(scopes[scope_id]) + b"".join(encoded))
+                for scope_id, encoded in by_scope.items()
+            ]
+            resource_spans.append(_field(b"\x0a", self._resource(resource) + b"".join(scope_spans)))
+        return b"".join(resource_spans)
+
+    def _span(self, span: ReadableSpan) -> bytes:
+        context = span.get_span_context()
+        assert context is not None  # a finished SDK span always has one
+        parts = [
+            b"\x0a\x10",
+            context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08",
+            context.span_id.to_bytes(8, "big"),
+        ]
+        if context.trace_state:
+            state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
+            parts.append(_field(b"\x1a", state.encode()))
+        parent = span.parent
+        if parent is not None:
+            parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+        parts.append(self._name(span.name))
+        parts += (b"\x30", _varint(span.kind.value + 1))  # OTLP kinds count from 1
+        if span.start_time:
+            parts += (b"\x39", _FIXED64.pack(span.start_time))
+        if span.end_time:
+            parts += (b"\x41", _FIXED64.pack(span.end_time))
+        parts += self._attributes(b"\x4a", span.attributes)
+        if span.dropped_attributes:
+            parts += (b"\x50", _varint(span.dropped_attributes))
+        for event in span.events:
+            body = [b"\x09", _FIXED64.pack(event.timestamp), _field(b"\x12", event.name.encode())]
+            body += self._attributes(b"\x1a", event.attributes)
+            if event.dropped_attributes:
+                body += (b"\x20", _varint(event.dropped_attributes))
+            parts.append(_field(b"\x5a", b"".join(body)))
+        if span.dropped_events:
+            parts += (b"\x60", _varint(span.dropped_events))
+        for link in span.links:
+            body = [
+                b"\x0a\x10",
+                link.context.trace_id.to_bytes(16, "big"),
+                b"\x12\x08",
+                link.context.span_id.to_bytes(8, "big"),
+            ]
+            body += self._attributes(b"\x22", link.attributes)
+            if link.dropped_attributes:
+                body += (b"\x28", _varint(link.dropped_attributes))
+            body.append(b"\x35" + _FIXED32.pack(_flags(link.context)))
+            parts.append(_field(b"\x6a", b"".join(body)))
+        if span.dropped_links:
+            parts += (b"\x70", _varint(span.dropped_links))
+        parts.append(_status(span.status.status_code.value, span.status.description))
+        parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+        return _field(b"\x12", b"".join(parts))
+
+    def _attributes(self, tag: bytes, attributes: Attributes) -> Iterable[bytes]:
+        if not attributes:
+            return ()
+        encoded = []
+        cache = self._key_values
+        for key, value in attributes.items():
+            hashable = isinstance(value, (str, bool, int, float))
+            cache_key = (key, type(value), value)
+            found = cache.get(cache_key) if hashable else None
+            if found is None:
+                try:
+                    found = _field(b"", _key_value(key, value))
+                except (TypeError, ValueError, OverflowError) as error:
+                    logger.warning("span attribute %s not exported: %s", key, error)
+                    continue
+                if hashable:
+                    if len(cache) >= CACHE_LIMIT:
+                        cache.clear()
+                    cache[cache_key] = found
+            encoded.append(tag + found)
+        return encoded
+
+    def _name(self, name: str) -> bytes:
+        found = self._names.get(name)
+        if found is None:
+            if len(self._names) >= CACHE_LIMIT:
+                self._names.clear()
+            found = self._names[name] = _field(b"\x2a", name.encode())
+        return found
+
+    def _resource(self, resource: Resource) -> bytes:
+        """ResourceSpans fields 1 (the resource) and 3 (its schema URL)."""
+        cached = self._resources.get(id(resource))
+        if cached is not None and cached[0] is resource:
+            return cached[1]
+        encoded = _field(b"\x0a", b"".join(self._attributes(b"\x0a", resource.attributes)))
+        if resource.schema_url:
+            encoded += _field(b"\x1a", resource.schema_url.encode())
+        if len(self._resources) >= CACHE_LIMIT:
+            self._resources.clear()
+        self._resources[id(resource)] = (resource, encoded)
+        return encoded
+
+    def _scope(self, scope: InstrumentationScope | None) -> bytes:
+        """ScopeSpans fields 1 (the scope) and 3 (its schema URL)."""
+        cached = self._scopes.get(id(scope))
+        if cached is not None and cached[0] is scope:
+            return cached[1]
+        body = b""
+        if scope is not None:
+            body = _field(b"\x0a", scope.name.encode()) if scope.name else b""
+            if scope.version:
+                body += _field(b"\x12", scope.version.encode())
+            body += b"".join(self._attributes(b"\x1a", scope.attributes))
+        encoded = _field(b"\x0a", body)
+        if scope is not None and scope.schema_url:
+            encoded += _field(b"\x1a", scope.schema_url.encode())
+        if len(self._scopes) >= CACHE_LIMIT:
+            self._scopes.clear()
+        self._scopes[id(scope)] = (scope, encoded)
+        return encoded
+
+
+def _flags(context: SpanContext) -> int:
+    return 0x300 if context.is_remote else 0x100
+
+
+def _status(code: int, description: str | None) -> bytes:
+    if not code and not description:
+        return _EMPTY_STATUS
+    body = _field(b"\x12", description.encode()) if description else b""
+    if code:
+        body += b"\x18" + _varint(code)
+    return _field(b"\x7a", body)
