@@ -127,7 +127,7 @@ def test_request_metrics_have_bounded_attributes(
 ) -> None:
     name = "inferwatch.server.requests"
     before_ok = telemetry.total(name, **{"model.name": "digits", "status": "OK"})
-    before_unknown = telemetry.total(name, **{"model.name": "_unknown"})
+    before_unknown = telemetry.total(name, **{"model.name": "_unknown", "status": "NOT_FOUND"})
 
     server.stub.ModelInfer(pixels_request(np.zeros((3, 64))))
     with pytest.raises(grpc.RpcError):
