@@ -4,6 +4,7 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
@@ -32,6 +33,23 @@ def _parse_args(argv: list[str] | None) -> dict[str, object]:
         dest="backends",
         metavar="HOST:PORT",
         help="a model server; repeat for several (default 127.0.0.1:8001)",
+    )
+    parser.add_argument(
+        "--backend-tls-ca-file",
+        type=Path,
+        help="PEM CA of the model servers' certificates: reach them over TLS",
+    )
+    parser.add_argument(
+        "--backend-tls-cert-file",
+        type=Path,
+        help="PEM certificate chain presented to the model servers (mutual TLS)",
+    )
+    parser.add_argument(
+        "--backend-tls-key-file", type=Path, help="PEM private key of --backend-tls-cert-file"
+    )
+    parser.add_argument(
+        "--backend-tls-server-name",
+        help="name the model servers' certificates are checked against (default: their host)",
     )
     args = parser.parse_args(argv)
     return {key: value for key, value in vars(args).items() if value is not None}

@@ -42,6 +42,7 @@ class GatewayCore:
             probe_timeout_s=settings.probe_timeout_s,
             readiness_ttl_s=settings.readiness_ttl_s,
             known=self.known,
+            tls=settings.backend_tls(),
         )
         self._split = TrafficSplit(settings.traffic_split)
         self._max_timeout_s = settings.request_timeout_s

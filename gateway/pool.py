@@ -9,13 +9,17 @@ the last answer keeps serving; only the first request for a model version waits 
 
 import asyncio
 import itertools
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.telemetry import KnownModels
+from gateway.tls import BackendTls
 from gateway.upstream import Backend
+
+logger = logging.getLogger(__name__)
 
 CACHE_SIZE = 1024
 """Model versions whose readiness is remembered; the least recently asked for is forgotten."""
@@ -41,11 +45,13 @@ class BackendPool:
         probe_timeout_s: float,
         readiness_ttl_s: float,
         known: KnownModels,
+        tls: BackendTls | None,
     ) -> None:
         self.backends = [
-            Backend(address, max_message_bytes=max_message_bytes, known=known)
+            Backend(address, max_message_bytes=max_message_bytes, known=known, tls=tls)
             for address in addresses
         ]
+        self._tls = tls
         self._probe_timeout_s = probe_timeout_s
         self._ttl_s = readiness_ttl_s
         self._readiness: OrderedDict[_Key, _Readiness] = OrderedDict()
@@ -56,6 +62,7 @@ class BackendPool:
         """Creates one channel per model server."""
         for backend in self.backends:
             backend.open()
+        logger.info("channels to the model servers: %s", self._tls or "plaintext")
 
     async def close(self) -> None:
         """Stops readiness checks and closes every channel."""

@@ -2,11 +2,13 @@
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import AfterValidator, Field, PositiveInt, SecretStr
+from pydantic import AfterValidator, Field, PositiveInt, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from gateway.tls import BackendTls
+from model_server.grpc.tls import CertificateFile, PrivateKeyFile, check_key_pair
 from otel import TelemetrySettings
 
 MAX_PORT = 65535
@@ -39,7 +41,11 @@ class GatewaySettings(TelemetrySettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", extra="forbid", use_attribute_docstrings=True
+        env_prefix="GATEWAY_",
+        extra="forbid",
+        use_attribute_docstrings=True,
+        # An error of the whole model would otherwise print every setting, API keys included.
+        hide_input_in_errors=True,
     )
 
     host: str = "127.0.0.1"
@@ -51,6 +57,17 @@ class GatewaySettings(TelemetrySettings):
     ] = ("127.0.0.1:8001",)
     """Model servers as a JSON list of HOST:PORT; each request goes to one that has the model
     ready, round robin."""
+    backend_tls_ca_file: CertificateFile | None = None
+    """PEM CA certificate(s) the model servers' certificates must be signed by; when set, the
+    gateway reaches every model server over TLS (plaintext otherwise)."""
+    backend_tls_cert_file: CertificateFile | None = None
+    """PEM certificate chain the gateway presents to model servers that require client
+    certificates (mutual TLS); set together with `backend_tls_key_file`."""
+    backend_tls_key_file: PrivateKeyFile | None = None
+    """PEM private key (unencrypted) of `backend_tls_cert_file`."""
+    backend_tls_server_name: Annotated[str, Field(min_length=1)] | None = None
+    """The name the model servers' certificates are checked against instead of the host in
+    their address (e.g. when the backends are IP addresses)."""
     traffic_split: Mapping[Annotated[str, Field(min_length=1)], VersionWeights] = {}
     """Per model, the share of requests without a version that each version gets, as positive
     integer weights, e.g. {"digits": {"1": 90, "2": 10}}."""
@@ -80,3 +97,26 @@ class GatewaySettings(TelemetrySettings):
     metrics_port: Annotated[int, Field(ge=0, le=MAX_PORT)] = 9465
     """Port of the Prometheus `/metrics` endpoint (the model server's default is 9464); 0 picks
     a free one."""
+
+    @model_validator(mode="after")
+    def _check_backend_tls(self) -> Self:
+        pair = check_key_pair(
+            ("backend_tls_cert_file", self.backend_tls_cert_file),
+            ("backend_tls_key_file", self.backend_tls_key_file),
+        )
+        if self.backend_tls_ca_file is None and pair is not None:
+            raise ValueError("backend_tls_cert_file needs backend_tls_ca_file")
+        if self.backend_tls_ca_file is None and self.backend_tls_server_name is not None:
+            raise ValueError("backend_tls_server_name needs backend_tls_ca_file")
+        return self
+
+    def backend_tls(self) -> BackendTls | None:
+        """TLS to the model servers; None: plaintext."""
+        if self.backend_tls_ca_file is None:
+            return None
+        return BackendTls(
+            self.backend_tls_ca_file,
+            self.backend_tls_cert_file,
+            self.backend_tls_key_file,
+            self.backend_tls_server_name,
+        )

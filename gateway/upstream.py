@@ -31,6 +31,7 @@ from gateway.errors import (
     UpstreamFailedError,
 )
 from gateway.telemetry import KnownModels
+from gateway.tls import BackendTls
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 from model_server.proto import monitoring_pb2 as mon_pb
@@ -70,7 +71,14 @@ class _Call:
 class Backend:
     """One model server; `open()` inside the event loop that will make the calls."""
 
-    def __init__(self, address: str, *, max_message_bytes: int, known: KnownModels) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        max_message_bytes: int,
+        known: KnownModels,
+        tls: BackendTls | None,
+    ) -> None:
         self.address = address
         """HOST:PORT as configured (the `backend` metric attribute)."""
         host, _, port = address.rpartition(":")
@@ -82,22 +90,25 @@ class Backend:
         }
         self._max_message_bytes = max_message_bytes
         self._known = known
+        self._tls = tls
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.GRPCInferenceServiceStub | None = None
         self._monitoring: mon_grpc.ModelMonitoringStub | None = None
         self._reachable = True
 
     def open(self) -> None:
-        """Creates the channel (it connects on first use)."""
-        self._channel = grpc.aio.insecure_channel(
-            self.address,
-            options=[
-                ("grpc.max_send_message_length", self._max_message_bytes),
-                ("grpc.max_receive_message_length", self._max_message_bytes),
-                ("grpc.initial_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
-                ("grpc.min_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
-                ("grpc.max_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[1]),
-            ],
+        """Creates the channel, over TLS when configured (it connects on first use)."""
+        options = [
+            ("grpc.max_send_message_length", self._max_message_bytes),
+            ("grpc.max_receive_message_length", self._max_message_bytes),
+            ("grpc.initial_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
+            ("grpc.min_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
+            ("grpc.max_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[1]),
+        ]
+        self._channel = (
+            grpc.aio.insecure_channel(self.address, options=options)
+            if self._tls is None
+            else self._tls.secure_channel(self.address, options)
         )
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._monitoring = mon_grpc.ModelMonitoringStub(self._channel)

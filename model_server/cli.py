@@ -4,7 +4,10 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from model_server import __version__
 from model_server.server import ModelServer
@@ -28,6 +31,15 @@ def _parse_args(argv: list[str] | None) -> dict[str, object]:
     )
     parser.add_argument("--model-repository", type=Path, help="model directory (default ./models)")
     parser.add_argument(
+        "--tls-cert-file", type=Path, help="PEM certificate chain: serve TLS only (with the key)"
+    )
+    parser.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
+    parser.add_argument(
+        "--tls-client-ca-file",
+        type=Path,
+        help="PEM CA: clients must present a certificate it signed (mutual TLS)",
+    )
+    parser.add_argument(
         "--fault-injection",
         action="store_true",
         default=None,
@@ -50,8 +62,13 @@ async def _serve(settings: ModelServerSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run until SIGTERM or SIGINT, then shut down gracefully (telemetry flushed); exit 0."""
-    settings = ModelServerSettings(**_parse_args(argv))  # type: ignore[arg-type]
+    """Run until SIGTERM or SIGINT, then shut down gracefully (telemetry flushed); exit 0.
+    Invalid settings (a TLS file that cannot be used included): exit 2, naming the setting."""
+    try:
+        settings = ModelServerSettings(**_parse_args(argv))  # type: ignore[arg-type]
+    except ValidationError as error:
+        print(f"invalid model server settings: {error}", file=sys.stderr)
+        return 2
     telemetry = setup_telemetry(settings, service_name=SERVICE_NAME, service_version=__version__)
     try:
         asyncio.run(_serve(settings))
