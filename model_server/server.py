@@ -10,6 +10,7 @@ from model_server.core import InferenceCore
 from model_server.digits import ensure_default_model
 from model_server.feedback import FeedbackHub
 from model_server.grpc.server import GrpcServer
+from model_server.reload import RepositoryPoller
 from model_server.repository import ModelRepository
 from model_server.settings import ModelServerSettings
 
@@ -43,6 +44,7 @@ class ModelServer:
         )
         self._grpc: GrpcServer | None = None
         self._drift_task: asyncio.Task[None] | None = None
+        self._poll_task: asyncio.Task[None] | None = None
         self._feedback_task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
@@ -56,8 +58,11 @@ class ModelServer:
             max_message_bytes=settings.max_message_bytes,
             max_concurrent_rpcs=settings.max_concurrent_rpcs or None,
         )
-        self.port = await self._grpc.start(settings.host, settings.grpc_port)
-        logger.info("gRPC server listening on %s:%d", settings.host, self.port)
+        tls = settings.tls()
+        self.port = await self._grpc.start(settings.host, settings.grpc_port, tls)
+        logger.info(
+            "gRPC server listening on %s:%d (%s)", settings.host, self.port, tls or "plaintext"
+        )
         if settings.create_default_model:
             await asyncio.to_thread(ensure_default_model, settings.model_repository)
         await self.repository.load_all()
@@ -70,6 +75,11 @@ class ModelServer:
         self._drift_task = asyncio.get_running_loop().create_task(
             self._evaluate_drift(), name="drift-evaluation"
         )
+        if settings.repository_poll_s > 0:
+            self._poll_task = asyncio.get_running_loop().create_task(
+                RepositoryPoller(self.repository).run(settings.repository_poll_s),
+                name="repository-polling",
+            )
         self.core.set_ready(True)
         await self._grpc.publish_health()
         logger.info("server ready with models %s", self.repository.model_names())
@@ -80,6 +90,8 @@ class ModelServer:
         self.core.set_ready(False)
         if self._drift_task is not None:
             self._drift_task.cancel()
+        if self._poll_task is not None:
+            self._poll_task.cancel()
         if self._feedback_task is not None:
             self._feedback_task.cancel()
         if self._grpc is not None:

@@ -1,11 +1,12 @@
 """Settings of the model server process (environment prefix `MODEL_SERVER_`)."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from model_server.grpc.tls import CertificateFile, PrivateKeyFile, ServerTls, check_key_pair
 from otel import TelemetrySettings
 
 
@@ -24,8 +25,20 @@ class ModelServerSettings(TelemetrySettings):
     """Address the gRPC server binds; use 0.0.0.0 inside a container."""
     grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
     """gRPC port; 0 picks a free one (logged at startup)."""
+    tls_cert_file: CertificateFile | None = None
+    """PEM certificate chain of the gRPC port, the server's certificate first; with
+    `tls_key_file` the port serves TLS only (plaintext when neither is set)."""
+    tls_key_file: PrivateKeyFile | None = None
+    """PEM private key (unencrypted) of `tls_cert_file`; the two are set together."""
+    tls_client_ca_file: CertificateFile | None = None
+    """PEM CA certificate(s): when set, clients must present a certificate signed by one of
+    them (mutual TLS). Needs `tls_cert_file` and `tls_key_file`."""
     model_repository: Path = Path("models")
     """Directory holding `<model>/<version>/` folders."""
+    repository_poll_s: Annotated[float, Field(ge=0)] = 0.0
+    """Every this many seconds, load the model and version directories that appeared in the
+    repository (and retry a FAILED version once its files change); 0 turns polling off, leaving
+    loads and unloads to the model repository RPCs."""
     create_default_model: bool = True
     """When the repository holds no model, train and save the `digits` model there first."""
     server_name: str = "inferwatch"
@@ -61,3 +74,18 @@ class ModelServerSettings(TelemetrySettings):
     """Forward passes that recently took at most this long run on the event loop instead of
     the version's inference thread (for small models the hop costs more than the pass); 0
     always uses the thread."""
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        pair = check_key_pair(
+            ("tls_cert_file", self.tls_cert_file), ("tls_key_file", self.tls_key_file)
+        )
+        if pair is None and self.tls_client_ca_file is not None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+    def tls(self) -> ServerTls | None:
+        """TLS of the gRPC port; None: plaintext."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return ServerTls(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)

@@ -1,4 +1,5 @@
-"""Assembles the gRPC server: inference service, standard health service, reflection."""
+"""Assembles the gRPC server: inference, monitoring and model repository services, standard
+health service (following loads and unloads), reflection."""
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -9,7 +10,10 @@ from model_server.core import InferenceCore
 from model_server.grpc.handlers import add_servicer
 from model_server.grpc.monitoring_servicer import SERVICE as MONITORING_SERVICE
 from model_server.grpc.monitoring_servicer import MonitoringServicer
+from model_server.grpc.repository_servicer import DESCRIPTOR as REPOSITORY_DESCRIPTOR
+from model_server.grpc.repository_servicer import RepositoryServicer
 from model_server.grpc.servicer import InferenceServicer
+from model_server.grpc.tls import ServerTls
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import monitoring_pb2 as monitoring_pb
 
@@ -40,21 +44,30 @@ class GrpcServer:
         )
         add_servicer(self._server, INFERENCE_DESCRIPTOR, InferenceServicer(core))
         add_servicer(self._server, MONITORING_DESCRIPTOR, MonitoringServicer(core))
+        add_servicer(self._server, REPOSITORY_DESCRIPTOR, RepositoryServicer(core))
         self._health = health_aio.HealthServicer()
+        core.repository.add_listener(self.publish_health)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             [
                 INFERENCE_SERVICE,
                 MONITORING_SERVICE,
+                REPOSITORY_DESCRIPTOR.full_name,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ],
             self._server,
         )
 
-    async def start(self, host: str, port: int) -> int:
-        """Bind and start; returns the bound port (useful when `port` is 0)."""
-        bound: int = self._server.add_insecure_port(f"{host}:{port}")
+    async def start(self, host: str, port: int, tls: ServerTls | None = None) -> int:
+        """Bind and start, serving TLS only when `tls` is given; returns the bound port (useful
+        when `port` is 0)."""
+        address = f"{host}:{port}"
+        bound: int = (
+            self._server.add_insecure_port(address)
+            if tls is None
+            else self._server.add_secure_port(address, tls.credentials())
+        )
         if bound == 0:
             raise OSError(f"cannot bind gRPC server to {host}:{port}")
         await self._server.start()
