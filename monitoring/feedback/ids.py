@@ -2,7 +2,7 @@
 
 From the operating system's CSPRNG (`os.urandom`), so an id cannot be guessed from others and a
 caller cannot label someone else's prediction by guessing. Drawn 4 KiB at a time: slicing the
-next 32 digits costs about 0.15 µs, one `os.urandom(16).hex()` per id about 1 µs. Confined to
+next 32 digits costs about 0.25 µs, one `os.urandom(16).hex()` per id about 1 µs. Confined to
 one thread (the server's event loop).
 """
 
