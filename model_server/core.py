@@ -124,7 +124,7 @@ class InferenceCore:
             ],
         )
 
-    def feedback(self, name: str, version: str, items: list[FeedbackItem]) -> list[Outcome]:
+    async def feedback(self, name: str, version: str, items: list[FeedbackItem]) -> list[Outcome]:
         """True labels for earlier predictions of a model (of one version, when named), by
         response id: one outcome per item (see `monitoring.feedback.join`)."""
         versions = self._repository.versions(name)
@@ -136,4 +136,4 @@ class InferenceCore:
             raise ModelNotFoundError(
                 "feedback is off on this server (MODEL_SERVER_FEEDBACK_MAX_PREDICTIONS=0)"
             )
-        return self._feedback.apply(name, version, items)
+        return await self._feedback.apply(name, version, items)

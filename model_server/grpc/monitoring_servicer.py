@@ -30,7 +30,7 @@ class MonitoringServicer(pb_grpc.ModelMonitoringServicer):
     async def Feedback(  # noqa: N802
         self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.FeedbackResponse:
-        outcomes = self.core.feedback(
+        outcomes = await self.core.feedback(
             request.name, request.version, feedback_items_from_pb(request)
         )
         return feedback_response_to_pb(outcomes)

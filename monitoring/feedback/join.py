@@ -83,12 +83,18 @@ def join_labels(
     model: ModelKey,
     items: Sequence[FeedbackItem],
     now: float,
+    *,
+    first: int = 0,
 ) -> list[ItemOutcome[C]]:
     """Join each item to its prediction; `model` is (name, version), version "" for any.
 
     `windows` holds the quality window of every model version whose predictions the store
-    keeps; an accepted label is added to its version's window."""
-    return [_join(store, windows, model, index, item, now) for index, item in enumerate(items)]
+    keeps; an accepted label is added to its version's window. `first` is the index of the
+    first item in the whole request, for the messages (`items[first]`)."""
+    return [
+        _join(store, windows, model, index, item, now)
+        for index, item in enumerate(items, start=first)
+    ]
 
 
 def _join(

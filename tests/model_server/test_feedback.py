@@ -84,10 +84,9 @@ def test_live_accuracy_f1_and_recall_equal_scikit_learn(
     )
     delays_before = telemetry.total("inferwatch.feedback.label.delay", **DIGITS)  # cumulative
 
-    results = []
-    for start in range(0, 150, 50):
-        items = [(answers[i].id, str(truth[i]), 0) for i in range(start, start + 50)]
-        results += _feedback(server, items)
+    items = [(answers[i].id, str(truth[i]), 0) for i in range(150)]
+    *results, unknown = _feedback(server, [*items, ("never-made", "1", 0)])  # several chunks
+    assert unknown.message.startswith("items[150].id: no prediction 'never-made'")
 
     assert [r.result for r in results] == [OK] * 150
     assert [r.correct for r in results] == list(predicted == truth)
@@ -280,3 +279,24 @@ def test_labelled_share_counts_the_predictions_still_waiting(
     _feedback(server, [(answers[0].id, "0", 0), (answers[1].id, "0", 1), (answers[2].id, "0", 0)])
     assert telemetry.total("inferwatch.feedback.labelled", **DIGITS) == pytest.approx(0.3)
     assert telemetry.total("inferwatch.feedback.window.labels", **DIGITS) == 3
+
+
+def test_the_feedback_span_links_wrong_predictions_first_and_at_most_128(
+    repository: Path, serve: Serve, telemetry: TelemetryCapture
+) -> None:
+    server = serve(repository)
+    answers = [_infer(server, np.zeros((1, 64))) for _ in range(130)]
+    label = str(int(outputs(answers[0])["label"][0]))  # the same input: the same prediction
+    wrong = str((int(label) + 1) % 10)
+    items = [(answer.id, label, 0) for answer in answers[:-1]] + [(answers[-1].id, wrong, 0)]
+    assert [r.correct for r in _feedback(server, items)] == [True] * 129 + [False]
+
+    wait_until(lambda: any(s.name == FEEDBACK_SPAN for s in telemetry.finished_spans()))
+    [span] = [s for s in telemetry.finished_spans() if s.name == FEEDBACK_SPAN]
+    assert len(span.links) == 128
+    first = span.links[0]
+    assert first.attributes == {"inferwatch.feedback.correct": False}
+    assert f"{first.context.trace_id:032x}" == (
+        answers[-1].parameters["inferwatch_trace_id"].string_param
+    )
+    assert all(link.attributes == {"inferwatch.feedback.correct": True} for link in span.links[1:])
