@@ -6,12 +6,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from model_server import digits
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import monitoring_pb2 as mon_pb
 from model_server.proto import monitoring_pb2_grpc as mon_grpc
+from model_server.settings import ModelServerSettings
 from tests.conftest import Serve, ServerThread, wait_until
 from tests.model_server.protocol import outputs, pixels_request, raw_request
 from tests.model_server.test_models import probe_config, write_probe
@@ -300,3 +302,18 @@ def test_the_feedback_span_links_wrong_predictions_first_and_at_most_128(
         answers[-1].parameters["inferwatch_trace_id"].string_param
     )
     assert all(link.attributes == {"inferwatch.feedback.correct": True} for link in span.links[1:])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("feedback_max_predictions", -1),
+        ("feedback_max_age_s", 0),
+        ("feedback_window_s", -5),
+        ("feedback_interval_s", 0),
+    ],
+)
+def test_feedback_settings_are_checked_and_documented(field: str, value: float) -> None:
+    assert ModelServerSettings.model_fields[field].description
+    with pytest.raises(ValidationError, match=field):
+        ModelServerSettings.model_validate({field: value})
