@@ -139,13 +139,17 @@ class FeedbackHub:
         self.evaluate()
         return outcomes
 
-    def evaluate(self, now: float | None = None) -> None:
-        """Remove expired predictions and refresh every version's quality report."""
-        now = time.monotonic() if now is None else now
+    def evaluate(self) -> None:
+        """Remove expired predictions and refresh the quality report of every version whose
+        window holds predictions or labels (an empty window reports nothing)."""
+        now = time.monotonic()
         self.store.sweep(now)
-        self._reports = [
+        reports = [
             (telemetry.version_attributes(*key), window.evaluate(now))
             for key, window in list(self._windows.items())
+        ]
+        self._reports = [
+            (key, report) for key, report in reports if report.predictions or report.labelled
         ]
 
     def quality_reports(self) -> list[tuple[Mapping[str, str], QualityReport]]:

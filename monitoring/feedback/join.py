@@ -154,6 +154,12 @@ def _join(
             "one stands",
         )
     predicted, confidence = found.row(item.row)
+    if predicted >= len(window.labels):  # the version was loaded again with fewer labels
+        return ItemOutcome(
+            FeedbackResult.OTHER_MODEL,
+            f"{field}.id: prediction {item.id!r} was made by {found.model[0]}:{found.model[1]} "
+            "before it was loaded again with another label set",
+        )
     window.labelled(true, predicted, found.at, now)
     return ItemOutcome(
         FeedbackResult.OK,

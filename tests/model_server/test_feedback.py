@@ -317,3 +317,25 @@ def test_feedback_settings_are_checked_and_documented(field: str, value: float) 
     assert ModelServerSettings.model_fields[field].description
     with pytest.raises(ValidationError, match=field):
         ModelServerSettings.model_validate({field: value})
+
+
+def test_a_version_with_an_empty_window_reports_no_quality(
+    repository: Path, serve: Serve, telemetry: TelemetryCapture
+) -> None:
+    server = serve(repository)
+
+    def labels_points() -> list[object]:
+        return [
+            p
+            for p in telemetry.points("inferwatch.feedback.window.labels")
+            if (p.attributes or {}).get("model.name") == "digits"
+        ]
+
+    _feedback(server, [("nope", "1", 0)])  # a Feedback call evaluates the windows
+    assert labels_points() == []
+    _infer(server, np.zeros((1, 64)))
+    _feedback(server, [("nope", "1", 0)])
+    assert len(labels_points()) == 1
+    assert telemetry.total("inferwatch.feedback.window.labels", **DIGITS) == 0
+    assert telemetry.total("inferwatch.feedback.labelled", **DIGITS) == 0.0
+    assert telemetry.points("inferwatch.feedback.accuracy") == []  # no labels: no accuracy

@@ -101,3 +101,15 @@ def test_gone_predictions_say_why(
     [evicted] = join_labels(small, windows, V1, [FeedbackItem("first", "cat")], now=1.0)
     assert evicted.result is FeedbackResult.EVICTED
     assert "max 1 predictions kept" in evicted.message
+
+
+def test_a_prediction_from_before_a_smaller_label_set_is_refused(
+    store: PredictionStore[str],
+) -> None:
+    reloaded = {V2: QualityWindow(["cat", "dog"], window_s=60.0)}  # "triple" row 1 said class 2
+    [outcome] = join_labels(store, reloaded, V2, [FeedbackItem("triple", "dog", row=1)], 20.0)
+    assert outcome.result is FeedbackResult.OTHER_MODEL
+    assert outcome.message == (
+        "items[0].id: prediction 'triple' was made by digits:2 before it was loaded again with "
+        "another label set"
+    )
