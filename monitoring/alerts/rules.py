@@ -87,6 +87,20 @@ def _service_traces() -> TraceSearch:
 _BY_VERSION = "model_name, model_version"
 _STATUSES = "|".join(SERVER_FAULTS)
 
+ACCURACY_FLOOR = 0.85
+"""Live accuracy below this pages. digits scores about 0.97 on held-out data: the floor is 12
+points under it, 7 standard errors at the minimum sample (sqrt(0.97 * 0.03 / 100) = 0.017)."""
+MIN_WINDOW_LABELS = 100
+"""Fewest true labels in a version's quality window before its accuracy is believed."""
+_LABELS = f"sum by ({_BY_VERSION}) (inferwatch_feedback_window_labels)"
+_POOLED_ACCURACY = (
+    f"(sum by ({_BY_VERSION}) "
+    "(inferwatch_feedback_accuracy_ratio * inferwatch_feedback_window_labels) "
+    f"/ {_LABELS} and {_LABELS} >= {MIN_WINDOW_LABELS})"
+)
+"""Accuracy of a version over the labels of every model server (each keeps its own window),
+only where they number at least MIN_WINDOW_LABELS. Parenthesised: `and` binds looser than `<`."""
+
 RULES: tuple[AlertRule, ...] = (
     AlertRule(
         name="InferWatchHighLatency",
@@ -205,6 +219,27 @@ RULES: tuple[AlertRule, ...] = (
         subject="model_name",
         summary="model {{ .Labels.model_name }} is unsure of more than 20% of its answers",
         description="Share of predictions whose top class probability is at most 0.5 (15 min).",
+        logs=_model_logs(),
+        traces=_model_traces(),
+    ),
+    AlertRule(
+        name="InferWatchAccuracyBelowFloor",
+        title="Accuracy below floor",
+        severity="critical",
+        value=_POOLED_ACCURACY,
+        comparison="<",
+        threshold=ACCURACY_FLOOR,
+        hold="10m",
+        window="70m",
+        subject="model_name",
+        summary="true labels say model {{ .Labels.model_name }} v{{ .Labels.model_version }} "
+        f"is right less than {ACCURACY_FLOOR:.0%} of the time",
+        description="Accuracy over the true labels that arrived in the version's quality window "
+        f"(default 1 h), pooled over model servers, below {ACCURACY_FLOOR:g} while the window "
+        f"holds at least {MIN_WINDOW_LABELS} labels, for 10 minutes. The floor is 12 points under "
+        "the held-out accuracy of digits (0.97), 7 standard errors at 100 labels, so sampling "
+        "noise alone does not reach it; fewer labels say too little. The hold keeps one short "
+        "burst of bad labels (a single upstream batch) from paging.",
         logs=_model_logs(),
         traces=_model_traces(),
     ),

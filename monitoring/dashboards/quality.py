@@ -1,5 +1,7 @@
-"""Model quality: confidence, the predicted label distribution, and drift per feature."""
+"""Model quality: accuracy from true labels, drift per feature, confidence and the predicted
+label distribution, per model version."""
 
+from monitoring.dashboards.ground_truth import GROUND_TRUTH
 from monitoring.dashboards.model import Dashboard, Panel, Query, Row
 from monitoring.dashboards.promql import MODELS, mean, rate, share
 
@@ -106,6 +108,7 @@ DRIFT = Row(
 DASHBOARD = Dashboard(
     uid="inferwatch-model-quality",
     title="InferWatch / Model quality",
-    description="Confidence, predicted labels and drift against the training data.",
-    rows=(CONFIDENCE, DRIFT),
+    description="Accuracy and F1 from true labels next to drift against the training data, "
+    "confidence and predicted labels, per model version.",
+    rows=(GROUND_TRUTH, DRIFT, CONFIDENCE),
 )

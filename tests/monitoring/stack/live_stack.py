@@ -19,13 +19,16 @@ from tests.model_server.server_process import ServerProcess
 from tests.monitoring.stack.paths import ALERTMANAGER_CONFIG, PROMETHEUS_CONFIG, PROMETHEUS_RULES
 from tests.otel.support import free_port
 
-FAULTED_MODELS = ("slow", "failing", "shifted", "crowded")
+FAULTED_MODELS = ("slow", "failing", "shifted", "crowded", "mislabelled")
 """Copies of digits, each sent one fault; `digits` itself gets only healthy traffic."""
+MISLABELLED_LABELS = [str((digit + 1) % 10) for digit in range(10)]
+"""mislabelled names class i `i + 1`: wrong on purpose, so its true labels disagree."""
 UNLOADABLE = "broken"
 
 
 def model_repository(root: Path, digits_version: Path) -> Path:
-    """digits, its faulted copies (crowded: a one-request queue), and a version that won't load."""
+    """digits, its faulted copies (crowded: a one-request queue; mislabelled: its class names
+    shifted by one), and a version that won't load."""
     for name in ("digits", *FAULTED_MODELS, UNLOADABLE):
         shutil.copytree(digits_version, root / name / "1")
         config_path = root / name / "1" / "config.json"
@@ -33,6 +36,8 @@ def model_repository(root: Path, digits_version: Path) -> Path:
         config["name"] = name
         if name == "crowded":
             config["dynamic_batching"] = {"max_queue_delay_ms": 100, "max_queue_size": 1}
+        if name == "mislabelled":
+            config["labels"] = MISLABELLED_LABELS
         config_path.write_text(json.dumps(config))
     (root / UNLOADABLE / "1" / "model.pt").write_bytes(b"not a TorchScript archive")
     return root

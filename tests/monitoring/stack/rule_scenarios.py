@@ -25,6 +25,15 @@ def _model(name: str, **extra: str) -> str:
     return "{" + ",".join(f'{key}="{value}"' for key, value in labels.items()) + "}"
 
 
+def _accuracy(model: str, accuracy: str, labels: str, instance: str = "ms:9464") -> dict[str, str]:
+    """A model server's quality window: its accuracy and label count (promtool expansions)."""
+    selector = _model(model, instance=instance)
+    return {
+        "inferwatch_feedback_accuracy_ratio" + selector: accuracy,
+        "inferwatch_feedback_window_labels" + selector: labels,
+    }
+
+
 def _bucket(model: str, le: str) -> str:
     return "inferwatch_server_request_duration_seconds_bucket" + _model(model, le=le)
 
@@ -121,6 +130,23 @@ SCENARIOS: dict[str, Scenario] = {
         firing={"model_name": "faded", "model_version": "1"},
         fault_at="30m",
         early_at="5m",
+    ),
+    "InferWatchAccuracyBelowFloor": Scenario(
+        series={
+            # wrong: pooled over two model servers, (0.6 * 20 + 0.8 * 10) / 30 = 0.67, and 30
+            # more labels a minute: 100 labels from minute 4, so firing from minute 14
+            **_accuracy("wrong", "0.6x30", "0+20x30", instance="ms-1:9464"),
+            **_accuracy("wrong", "0.8x30", "0+10x30", instance="ms-2:9464"),
+            **_accuracy("digits", "0.97x30", "0+50x30"),
+            # sparse: worse still, but 90 labels are too few to page on
+            **_accuracy("sparse", "0.4x30", "90x30"),
+            # pooled: 0.5 on 20 labels of one server, 0.97 on 400 of another: 0.95 overall
+            **_accuracy("pooled", "0.5x30", "20x30", instance="ms-1:9464"),
+            **_accuracy("pooled", "0.97x30", "400x30", instance="ms-2:9464"),
+        },
+        firing={"model_name": "wrong", "model_version": "1"},
+        fault_at="16m",
+        early_at="12m",
     ),
     "InferWatchTelemetryDrops": Scenario(
         series={

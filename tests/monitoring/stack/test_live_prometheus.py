@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from monitoring.alerts.rules import RULES
+from monitoring.alerts.rules import ACCURACY_FLOOR, MIN_WINDOW_LABELS, RULES
 from monitoring.alerts.webhook import WebhookServer
 from monitoring.dashboards.__main__ import DASHBOARDS
 from tests.conftest import wait_until
@@ -44,6 +44,7 @@ EXPECTED = {
     ("InferWatchModelNotReady", UNLOADABLE),
     ("InferWatchTelemetryDrops", "inferwatch-gateway"),
     ("InferWatchTargetDown", "otel-collector"),
+    ("InferWatchAccuracyBelowFloor", "mislabelled"),
 }
 """(alert, subject) pairs that must fire: each fault, where it was injected."""
 HEALTHY = {"digits", "inferwatch-model-server", "prometheus"}
@@ -63,6 +64,14 @@ def _firing(prometheus: Prometheus) -> set[tuple[str, str]]:
         (a["labels"]["alertname"], _subject(a))
         for a in answer["data"]["alerts"]
         if a["state"] == "firing"
+    }
+
+
+def _labels(prometheus: Prometheus) -> dict[str, float]:
+    """True labels in each model's quality window."""
+    return {
+        series["metric"]["model_name"]: float(series["value"][1])
+        for series in _query(prometheus, "inferwatch_feedback_window_labels")
     }
 
 
@@ -138,12 +147,13 @@ def stack(
         prometheus.poll("/-/ready", lambda status: status == 200, START_TIMEOUT_S)
 
         traffic = Traffic(address, gateway_url)
-        traffic.start(traffic.rest("digits"), 0.1)
+        traffic.start(traffic.rest("digits", labelled=True), 0.1)
         traffic.start(traffic.grpc("digits"), 0.2)
         traffic.start(traffic.grpc("slow", parameters={DELAY: 400}), 0.05)
         traffic.start(traffic.grpc("failing", parameters={ERROR: True}), 0.1)
         traffic.start(traffic.grpc("shifted", invert=True), 0.1)
         traffic.start(traffic.burst("crowded", 4), 0.3)
+        traffic.start(traffic.labelled("mislabelled"), 0.1)
         try:
             prometheus.poll("/api/v1/alerts", lambda _: _firing(prometheus) >= EXPECTED, WAIT_S)
         except AssertionError:
@@ -168,6 +178,15 @@ def test_each_fault_fires_its_alert_and_healthy_subjects_stay_quiet(stack: LiveS
     assert ready == {**dict.fromkeys(("digits", *FAULTED_MODELS), "1"), UNLOADABLE: "0"}
     firing = _firing(stack.prometheus)
     assert firing >= EXPECTED
+    # digits is quiet on its accuracy, not for want of labels: enough came, and they agree
+    stack.prometheus.poll(
+        "/api/v1/query?query=inferwatch_feedback_window_labels",
+        lambda _: _labels(stack.prometheus).get("digits", 0) >= MIN_WINDOW_LABELS,
+        WAIT_S,
+    )
+    accuracy = _query(stack.prometheus, 'inferwatch_feedback_accuracy_ratio{model_name="digits"}')
+    assert float(accuracy[0]["value"][1]) > ACCURACY_FLOOR
+    firing = _firing(stack.prometheus)
     assert {(name, subject) for name, subject in firing if subject in HEALTHY} == set()
     assert {name for name, _ in firing} <= {rule.name for rule in RULES}
 

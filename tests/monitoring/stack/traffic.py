@@ -2,7 +2,9 @@
 
 Faults are real: latency and server errors through the model server's fault injection request
 parameters (the server runs with MODEL_SERVER_FAULT_INJECTION=true), drift by sending inverted
-digits, rejections by bursting at a model whose queue holds one request.
+digits, rejections by bursting at a model whose queue holds one request, low accuracy by sending
+the true labels of a model whose class names are wrong. Labelled streams send each answer's
+true labels right after it (Feedback RPC, or the gateway's feedback route).
 """
 
 import contextlib
@@ -15,6 +17,8 @@ import numpy as np
 
 from model_server import digits, faults
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+from model_server.proto import monitoring_pb2 as mon_pb
+from model_server.proto import monitoring_pb2_grpc as mon_grpc
 from tests.model_server.protocol import raw_request
 
 Send = Callable[[int], None]
@@ -27,8 +31,11 @@ class Traffic:
     def __init__(self, grpc_address: str, gateway_url: str) -> None:
         self._channel = grpc.insecure_channel(grpc_address)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._monitoring = mon_grpc.ModelMonitoringStub(self._channel)
         self._http = httpx.Client(base_url=gateway_url, timeout=10)
-        self._pixels = digits.load_split().x_test.astype(np.float32)
+        split = digits.load_split()
+        self._pixels = split.x_test.astype(np.float32)
+        self._truth = [str(label) for label in split.y_test]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -53,6 +60,26 @@ class Traffic:
 
         return send
 
+    def labelled(self, model: str) -> Send:
+        """ModelInfer of `rows` digits, then their true labels through the Feedback RPC."""
+
+        rows = 8
+
+        def send(i: int) -> None:
+            start = (i * rows) % (len(self._pixels) - rows)
+            request = raw_request(model, {"pixels": self._pixels[start : start + rows]})
+            answer = self._stub.ModelInfer(request, timeout=10)
+            items = [
+                mon_pb.FeedbackItem(id=answer.id, label=self._truth[start + row], row=row)
+                for row in range(rows)
+            ]
+            results = self._monitoring.Feedback(
+                mon_pb.FeedbackRequest(name=model, items=items), timeout=10
+            ).results
+            assert all(r.result == mon_pb.FEEDBACK_RESULT_OK for r in results), results
+
+        return send
+
     def burst(self, model: str, size: int) -> Send:
         """`size` concurrent one-row calls: more than a small queue holds."""
 
@@ -65,17 +92,29 @@ class Traffic:
 
         return send
 
-    def rest(self, model: str) -> Send:
-        """One-row REST inference through the gateway."""
+    def rest(self, model: str, *, labelled: bool = False) -> Send:
+        """One-row REST inference through the gateway; `labelled`: then its true label through
+        the gateway's feedback route."""
 
         def send(i: int) -> None:
-            row = self._pixels[i % len(self._pixels)]
+            index = i % len(self._pixels)
             body = {
                 "inputs": [
-                    {"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": row.tolist()}
+                    {
+                        "name": "pixels",
+                        "shape": [1, 64],
+                        "datatype": "FP32",
+                        "data": self._pixels[index].tolist(),
+                    }
                 ]
             }
-            self._http.post(f"/v2/models/{model}/infer", json=body)
+            answer = self._http.post(f"/v2/models/{model}/infer", json=body)
+            if labelled:
+                items = [{"id": answer.json()["id"], "label": self._truth[index]}]
+                results = self._http.post(
+                    f"/v2/models/{model}/feedback", json={"items": items}
+                ).json()["results"]
+                assert [r["result"] for r in results] == ["ok"], results
 
         return send
 
