@@ -3,10 +3,13 @@
     inferwatch-load --target grpc://127.0.0.1:8001 --concurrency 8 --duration 30
     inferwatch-load --target http://127.0.0.1:8000 --rate 200 --requests 5000 --drift invert
     inferwatch-load --malformed-ratio 0.05 --fault-error-ratio 0.02 --burst 4:2:10 --json out.json
+    inferwatch-load --rate 50 --duration 600 --label-ratio 0.3 --label-delay 5 --wrong-labels
 
 A live progress line on a terminal (stderr), then a summary table (stdout); Ctrl-C stops early
 and still prints it. The fault switches that act inside the model server need it started with
 `--fault-injection` (`MODEL_SERVER_FAULT_INJECTION=true`); otherwise it refuses those requests.
+True labels (`--label-ratio`) go back by each answer's id: over gRPC with the model server's
+Feedback RPC, over REST with the gateway's `POST /v2/models/{model}/feedback`.
 """
 
 import argparse
@@ -16,11 +19,13 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from loadgen import payloads, progress, report
+from loadgen.feedback import Labeller, LabelPlan
 from loadgen.recorder import Recorder
 from loadgen.runner import Burst, Plan, Run
 from loadgen.shifts import SHIFTS
@@ -144,7 +149,30 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds to wait for the model to be ready before starting (default 10)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    parser.add_argument(
+        "--label-ratio",
+        type=_ratio,
+        default=0.0,
+        help="share of answered requests whose true label (from the digits test split) is sent "
+        "back later, named by the answer's id: the Feedback RPC for grpc://, the gateway's "
+        "POST /v2/models/{model}/feedback for http:// (default 0: none)",
+    )
+    parser.add_argument(
+        "--label-delay",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds from an answer to its label (default 5); labels still due when the load "
+        "ends are sent on time before the summary, Ctrl-C drops them (counted unsent)",
+    )
+    parser.add_argument(
+        "--wrong-labels",
+        action="store_true",
+        help="send a wrong label on purpose (the next digit: 0->1, ..., 9->0): the model server "
+        "then sees a model that is almost always wrong, its live accuracy falls near 0 and, "
+        "with 100 labels in the window, the accuracy alert fires after its 10 min hold",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault and label draws")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the summary here")
     return parser
 
@@ -159,6 +187,10 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Plan, payloads.M
         parser.error(f"--warmup: {args.warmup} is below 0")
     if args.warmup and args.requests is not None:
         parser.error("--warmup: works with --duration only, not --requests")
+    if args.label_delay < 0:
+        parser.error(f"--label-delay: {args.label_delay} is below 0")
+    if args.wrong_labels and not args.label_ratio:
+        parser.error("--wrong-labels: needs --label-ratio above 0")
     if not 0 <= args.fault_delay <= 60_000:
         parser.error(f"--fault-delay: {args.fault_delay} is not from 0 to 60000 ms")
     mix = payloads.Mix(
@@ -211,10 +243,12 @@ async def _run(args: argparse.Namespace, plan: Plan, body_set: payloads.Payloads
             print(f"{transport.target}: not ready after {args.wait_ready:g} s: {reason}")
             return 1
         recorder = Recorder()
-        run = Run(plan, transport, body_set, recorder)
+        labeller = _labeller(args, transport)
+        run = Run(plan, transport, body_set, recorder, labeller)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, run.stop)
+            loop.add_signal_handler(signum, _stopper(run, labeller))
+        labelling = None if labeller is None else asyncio.create_task(labeller.run())
         live = (
             asyncio.create_task(progress.show(run, recorder, sys.stderr))
             if sys.stderr.isatty()
@@ -222,18 +256,40 @@ async def _run(args: argparse.Namespace, plan: Plan, body_set: payloads.Payloads
         )
         try:
             await run.run()
+            if labeller is not None and labelling is not None:
+                labeller.finish()
+                await labelling
         finally:
-            if live is not None:
-                live.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await live
-        result = report.summary(run, recorder, transport.target, body_set.digest())
+            for task in (live, labelling):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        result = report.summary(run, recorder, transport.target, body_set.digest(), labeller)
     finally:
         await transport.close()
     print(report.table(result), flush=True)
     if args.json is not None:
         _write_json(args.json, result)
     return 0
+
+
+def _labeller(args: argparse.Namespace, transport: Transport) -> Labeller | None:
+    if not args.label_ratio:
+        return None
+    plan = LabelPlan(args.label_ratio, args.label_delay, args.wrong_labels)
+    return Labeller(plan, transport, args.model, seed=args.seed + 1)
+
+
+def _stopper(run: Run, labeller: Labeller | None) -> Callable[[], None]:
+    """Ctrl-C: stop sending requests, and labels not yet due."""
+
+    def stop() -> None:
+        run.stop()
+        if labeller is not None:
+            labeller.stop()
+
+    return stop
 
 
 def _write_json(path: Path, result: dict[str, Any]) -> None:

@@ -2,13 +2,20 @@
 
 from typing import Any
 
+from loadgen.feedback import Labeller
 from loadgen.payloads import Kind
 from loadgen.recorder import Recorder, percentiles_ms
 from loadgen.runner import Run
 
 
-def summary(run: Run, recorder: Recorder, target: str, payload_sha256: str) -> dict[str, Any]:
-    """Everything measured, JSON-ready."""
+def summary(
+    run: Run,
+    recorder: Recorder,
+    target: str,
+    payload_sha256: str,
+    labeller: Labeller | None = None,
+) -> dict[str, Any]:
+    """Everything measured, JSON-ready; `labels` is None when no true labels were sent."""
     plan = run.plan
     elapsed = run.elapsed_s
     statuses: dict[str, int] = {}
@@ -40,6 +47,7 @@ def summary(run: Run, recorder: Recorder, target: str, payload_sha256: str) -> d
         "statuses": statuses,
         "kinds": kinds,
         "error_details": recorder.details,
+        "labels": None if labeller is None else labeller.summary(),
         "payload_sha256": payload_sha256,
     }
 
@@ -66,6 +74,8 @@ def table(result: dict[str, Any]) -> str:
     ]
     if result["accuracy"] is not None:
         lines.append(f"accuracy    {result['accuracy']:.3f} (label against the test split)")
+    if result["labels"] is not None:
+        lines.append(_labels_line(result["labels"]))
     lines += ["", f"{'kind':<12}{'sent':>10}  {'unexpected':>10}  statuses"]
     for kind, counts in result["kinds"].items():
         statuses = ", ".join(f"{s} {c:,}" for s, c in sorted(counts["statuses"].items()))
@@ -73,3 +83,17 @@ def table(result: dict[str, Any]) -> str:
     for status, detail in sorted(result["error_details"].items()):
         lines.append(f"{status}: {detail}")
     return "\n".join(lines)
+
+
+def _labels_line(labels: dict[str, Any]) -> str:
+    kind = "wrong labels on purpose" if labels["wrong"] else "true labels"
+    line = (
+        f"labels      {labels['sent']:,} {kind} sent ({labels['ratio']:.0%} of answers, "
+        f"{labels['delay_s']:g} s later): {labels['ok']:,} ok, {labels['errors']:,} errors"
+    )
+    if labels["unsent"]:
+        line += f", {labels['unsent']:,} unsent"
+    if labels["accuracy"] is not None:
+        line += f"; accuracy by the labels {labels['accuracy']:.3f}"
+    refused = ", ".join(f"{r} {c:,}" for r, c in sorted(labels["results"].items()) if r != "ok")
+    return line + (f"\n            not ok: {refused}" if refused else "")

@@ -12,9 +12,10 @@ import random
 import time
 from dataclasses import dataclass
 
+from loadgen.feedback import Labeller
 from loadgen.payloads import Payloads
 from loadgen.recorder import Recorder
-from loadgen.transports import Transport
+from loadgen.transports import OK, Transport
 
 _SHORT_SLEEP_S = 0.05
 
@@ -55,12 +56,19 @@ class Plan:
 
 
 class Run:
-    """One run of a plan against a transport; `elapsed_s` is the measured time so far."""
+    """One run of a plan against a transport; `elapsed_s` is the measured time so far. Each
+    measured answer goes to the recorder and, when it has an id, is offered to the labeller."""
 
     def __init__(
-        self, plan: Plan, transport: Transport, payloads: Payloads, recorder: Recorder
+        self,
+        plan: Plan,
+        transport: Transport,
+        payloads: Payloads,
+        recorder: Recorder,
+        labeller: Labeller | None = None,
     ) -> None:
         self.plan = plan
+        self._labeller = labeller
         self._transport = transport
         self._payloads = payloads
         self._recorder = recorder
@@ -123,6 +131,8 @@ class Run:
         if self._measure_start <= done <= self._end:
             self._last_answer = done
             self._recorder.record(kind, answer, done - due, label)
+            if self._labeller is not None and answer.status == OK and answer.id:
+                self._labeller.offer(answer.id, label)
 
     async def _worker(self, burst_only: bool) -> None:
         burst = self.plan.burst

@@ -7,8 +7,9 @@ Bodies are encoded once before the run (`loadgen.payloads`), so gRPC sends them 
 import asyncio
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import grpc
@@ -18,8 +19,12 @@ from loadgen import http1
 from loadgen.payloads import LABEL_OUTPUT
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+from model_server.proto import monitoring_pb2 as mon_pb
+from model_server.proto import monitoring_pb2_grpc as mon_grpc
 
 OK = "OK"
+OK_LABEL = "ok"
+"""The result of a label the model server accepted (REST's spelling; gRPC's enum is mapped)."""
 _MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -33,6 +38,17 @@ class Answer:
     label: int | None = None
     trace_id: str = ""
     detail: str = ""
+    id: str = ""
+    """The response id, which a true label sent later names."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelResult:
+    """How one true label ended: `ok` (then whether the prediction was `correct`), the model
+    server's refusal (`unknown_id`, `expired`, …), or the status of a call that failed."""
+
+    result: str
+    correct: bool = False
 
 
 def new_traceparent() -> tuple[str, str]:
@@ -52,6 +68,9 @@ class Transport(Protocol):
     async def send(self, body: bytes, traceparent: str | None = None) -> Answer:
         """One inference request."""
 
+    async def feedback(self, model: str, labels: Sequence[tuple[str, str]]) -> list[LabelResult]:
+        """True labels (response id, label) for earlier answers, one result per label."""
+
     async def close(self) -> None:
         """Release connections."""
 
@@ -68,6 +87,7 @@ class GrpcTransport:
         ]
         self._channel = grpc.aio.insecure_channel(address, options=options)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._monitoring = mon_grpc.ModelMonitoringStub(self._channel)
         self._infer = self._channel.unary_unary(_MODEL_INFER)
 
     async def ready(self, model: str) -> str | None:
@@ -86,16 +106,32 @@ class GrpcTransport:
             raw = await self._infer(body, timeout=self._timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as error:
             return Answer(error.code().name, trace_id=trace_id, detail=error.details() or "")
-        return Answer(OK, _grpc_label(raw), trace_id)
+        response = pb.ModelInferResponse.FromString(raw)
+        return Answer(OK, _grpc_label(response), trace_id, id=response.id)
+
+    async def feedback(self, model: str, labels: Sequence[tuple[str, str]]) -> list[LabelResult]:
+        """The Feedback RPC (inferwatch.monitoring.v1.ModelMonitoring)."""
+        items = [mon_pb.FeedbackItem(id=response_id, label=label) for response_id, label in labels]
+        try:
+            answer = await self._monitoring.Feedback(
+                mon_pb.FeedbackRequest(name=model, items=items), timeout=self._timeout_s
+            )
+        except grpc.aio.AioRpcError as error:
+            return [LabelResult(error.code().name)] * len(labels)
+        return [LabelResult(_result_name(r.result), r.correct) for r in answer.results]
 
     async def close(self) -> None:
         """Close the channel."""
         await self._channel.close()
 
 
-def _grpc_label(raw: bytes) -> int | None:
+def _result_name(result: "mon_pb.FeedbackResult.ValueType") -> str:
+    """FEEDBACK_RESULT_UNKNOWN_ID -> unknown_id, as the gateway spells it."""
+    return mon_pb.FeedbackResult.Name(result).removeprefix("FEEDBACK_RESULT_").lower()
+
+
+def _grpc_label(response: pb.ModelInferResponse) -> int | None:
     """The first value of the `label` output, raw little-endian or typed contents."""
-    response = pb.ModelInferResponse.FromString(raw)
     for index, output in enumerate(response.outputs):
         if output.name != LABEL_OUTPUT:
             continue
@@ -123,13 +159,33 @@ class HttpTransport:
     async def ready(self, model: str) -> str | None:
         """GET /v2/models/{model}/ready."""
         answer = await self._call("GET", f"/v2/models/{model}/ready", b"", None)
-        return None if answer.status == OK else f"{answer.status} {answer.detail}".strip()
+        if isinstance(answer, http1.Response):
+            return None
+        return f"{answer.status} {answer.detail}".strip()
 
     async def send(self, body: bytes, traceparent: str | None = None) -> Answer:
         """POST /v2/models/{model}/infer; the trace id is the answer's x-trace-id."""
-        return await self._call("POST", self._path, body, traceparent)
+        answer = await self._call("POST", self._path, body, traceparent)
+        if not isinstance(answer, http1.Response):
+            return answer
+        document = json.loads(answer.body)
+        trace_id = answer.headers.get("x-trace-id", "")
+        return Answer(OK, _rest_label(document), trace_id, id=document.get("id", ""))
 
-    async def _call(self, method: str, path: str, body: bytes, traceparent: str | None) -> Answer:
+    async def feedback(self, model: str, labels: Sequence[tuple[str, str]]) -> list[LabelResult]:
+        """POST /v2/models/{model}/feedback."""
+        items = [{"id": response_id, "label": label} for response_id, label in labels]
+        body = json.dumps({"items": items}, separators=(",", ":")).encode()
+        answer = await self._call("POST", f"/v2/models/{model}/feedback", body, None)
+        if not isinstance(answer, http1.Response):
+            return [LabelResult(answer.status)] * len(labels)
+        results = json.loads(answer.body)["results"]
+        return [LabelResult(r["result"], bool(r.get("correct"))) for r in results]
+
+    async def _call(
+        self, method: str, path: str, body: bytes, traceparent: str | None
+    ) -> http1.Response | Answer:
+        """The 200 response, or an Answer saying how the call failed."""
         connection = self._idle.pop() if self._idle else http1.Connection(self._host, self._port)
         headers = {"Content-Type": "application/json"}
         if traceparent is not None:
@@ -145,10 +201,10 @@ class HttpTransport:
             await connection.close()
             return Answer("CONNECTION_ERROR", detail=str(error) or type(error).__name__)
         self._idle.append(connection)
-        trace_id = response.headers.get("x-trace-id", "")
         if response.status != 200:
+            trace_id = response.headers.get("x-trace-id", "")
             return Answer(f"HTTP {response.status}", trace_id=trace_id, detail=_error(response))
-        return Answer(OK, _rest_label(response.body) if method == "POST" else None, trace_id)
+        return response
 
     async def close(self) -> None:
         """Close every idle connection."""
@@ -157,8 +213,8 @@ class HttpTransport:
             await connection.close()
 
 
-def _rest_label(body: bytes) -> int | None:
-    for output in json.loads(body).get("outputs", []):
+def _rest_label(document: dict[str, Any]) -> int | None:
+    for output in document.get("outputs", []):
         if output.get("name") == LABEL_OUTPUT and output.get("data"):
             return int(output["data"][0])
     return None

@@ -6,10 +6,12 @@ Alertmanager when their binaries are installed (`apt-get install prometheus
 prometheus-alertmanager`; `--no-monitoring` skips them). Every child logs to a file in a fresh
 run directory (`runs/<time>/`), where the Prometheus configuration is written too. Then the
 digits test split is sent at a steady rate over gRPC straight to the model server and as REST
-JSON through the gateway (`inferwatch-load` does the sending). Prints where to look (metrics,
+JSON through the gateway (`inferwatch-load` does the sending), and for a share of the answers
+the true label comes back later (the Feedback RPC on the gRPC path, the gateway's feedback route
+on the other). Prometheus evaluates the shipped alert rules. Prints where to look (metrics,
 Prometheus, an example trace id and the command that finds its log lines), then throughput,
-latency, accuracy and the drift verdict every 5 s. Ctrl-C (or SIGTERM, or `--duration`) stops
-the traffic and every child, gracefully, and exits 0.
+latency, accuracy, labels and the drift verdict every 5 s. Ctrl-C (or SIGTERM, or `--duration`)
+stops the traffic and every child, gracefully, and exits 0.
 """
 
 import argparse
@@ -30,6 +32,7 @@ from typing import IO
 import grpc
 
 from loadgen import payloads
+from loadgen.feedback import Labeller, LabelPlan
 from loadgen.recorder import Recorder, percentiles_ms
 from loadgen.runner import Plan, Run
 from loadgen.shifts import SHIFTS
@@ -39,6 +42,10 @@ from model_server.proto import monitoring_pb2 as mon_pb
 from model_server.proto import monitoring_pb2_grpc as mon_grpc
 
 MODEL = digits.MODEL_NAME
+RULES = (
+    Path(__file__).resolve().parents[1] / "monitoring/stack/prometheus/rules/inferwatch.rules.yml"
+)
+"""The shipped alert rules (generated from monitoring/alerts/rules.py)."""
 STATUS_EVERY_S = 5.0
 READY_TIMEOUT_S = 300.0
 
@@ -90,6 +97,7 @@ def _prometheus_config(ports: Ports) -> str:
     return (
         "# Written by `make run` (model_server/demo.py) for this run only.\n"
         "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n"
+        f"rule_files:\n  - {json.dumps(str(RULES))}\n"
         "alerting:\n  alertmanagers:\n    - static_configs:\n"
         f'        - targets: ["127.0.0.1:{ports.alertmanager}"]\n'
         "scrape_configs:\n"
@@ -224,6 +232,8 @@ async def _where_to_look(
             f"prometheus             {prometheus}/targets  (both services scraped every 5 s)",
             f"              try      {prometheus}/graph?g0.expr="
             "sum+by+(status)+(rate(inferwatch_server_requests_total[1m]))",
+            f"              accuracy {prometheus}/graph?g0.expr=inferwatch_feedback_accuracy_ratio",
+            f"              alerts   {prometheus}/alerts  (the shipped rules)",
         ]
     if "alertmanager" in names:
         lines.append(f"alertmanager           http://127.0.0.1:{ports.alertmanager}")
@@ -243,11 +253,13 @@ async def _where_to_look(
 
 
 class _Window:
-    """Throughput, latency, accuracy and errors of one path since its last report."""
+    """Throughput, latency, accuracy, errors and true labels of one path since its last report."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, labeller: Labeller) -> None:
         self._recorder = recorder
+        self._labeller = labeller
         self._correct = self._labelled = 0
+        self._labels = self._labels_ok = self._labels_correct = 0
 
     def line(self, elapsed_s: float) -> str:
         recorder = self._recorder
@@ -261,8 +273,22 @@ class _Window:
         accuracy = f"{correct / labelled:.3f}" if labelled else "-"
         return (
             f"{len(window.latencies) / elapsed_s:7.0f} req/s  p50 {latency['p50']:5.2f} ms  "
-            f"p99 {latency['p99']:5.2f} ms  accuracy {accuracy}  errors {window.errors}"
+            f"p99 {latency['p99']:5.2f} ms  accuracy {accuracy}  errors {window.errors}  "
+            + self._labels_part()
         )
+
+    def _labels_part(self) -> str:
+        """Labels sent since the last report, and the accuracy the model server counts."""
+        labeller = self._labeller
+        sent, ok = labeller.sent - self._labels, labeller.ok - self._labels_ok
+        correct = labeller.correct - self._labels_correct
+        self._labels, self._labels_ok, self._labels_correct = (
+            labeller.sent,
+            labeller.ok,
+            labeller.correct,
+        )
+        by_labels = f"{correct / ok:.3f}" if ok else "-"
+        return f"labels {ok} ok {sent - ok} failed (accuracy by the labels {by_labels})"
 
 
 async def _drift_line(channel: grpc.aio.Channel) -> str:
@@ -334,23 +360,40 @@ async def _demo(
         }
         await _where_to_look(paths["gRPC"], paths["gateway"], first, run_dir, ports, children)
         plan = Plan(rate=args.rate, duration_s=args.duration)
+        label_plan = LabelPlan(args.label_ratio, args.label_delay, args.wrong_labels)
+        kind = "wrong labels on purpose" if label_plan.wrong else "true labels"
+        print(
+            f"sending {kind} for {label_plan.ratio:.0%} of the answers, "
+            f"{label_plan.delay_s:g} s after each\n",
+            flush=True,
+        )
         recorders = {name: Recorder() for name in paths}
-        runs = [Run(plan, paths[name], bodies[name], recorders[name]) for name in paths]
-        windows = {name: _Window(recorder) for name, recorder in recorders.items()}
+        labellers = {
+            name: Labeller(label_plan, paths[name], MODEL, seed=index)
+            for index, name in enumerate(paths)
+        }
+        runs = [
+            Run(plan, paths[name], bodies[name], recorders[name], labellers[name]) for name in paths
+        ]
+        windows = {name: _Window(recorders[name], labellers[name]) for name in paths}
         reporter = asyncio.create_task(_report(windows, ports, children, stop))
-        watcher = asyncio.create_task(_stop_runs(runs, stop))
+        labelling = [asyncio.create_task(labeller.run()) for labeller in labellers.values()]
+        watcher = asyncio.create_task(_stop_runs(runs, [*labellers.values()], stop))
         await asyncio.gather(*(run.run() for run in runs))
         stop.set()
-        await asyncio.gather(reporter, watcher)
+        await asyncio.gather(reporter, watcher, *labelling)
     finally:
         for transport in paths.values():
             await transport.close()
 
 
-async def _stop_runs(runs: list[Run], stop: asyncio.Event) -> None:
+async def _stop_runs(runs: list[Run], labellers: list[Labeller], stop: asyncio.Event) -> None:
+    """On stop: no more requests, and labels not yet due are dropped."""
     await stop.wait()
     for run in runs:
         run.stop()
+    for labeller in labellers:
+        labeller.stop()
 
 
 def _ports(args: argparse.Namespace) -> Ports:
@@ -385,6 +428,26 @@ def main(argv: list[str] | None = None) -> int:
         help="shift the inputs (gaussian noise, brightness +4, inverted pixels) to see drift fire",
     )
     parser.add_argument(
+        "--label-ratio",
+        type=float,
+        default=0.3,
+        help="share of answers whose true label is sent back later (default 0.3)",
+    )
+    parser.add_argument(
+        "--label-delay",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds from an answer to its label (default 5)",
+    )
+    parser.add_argument(
+        "--wrong-labels",
+        action="store_true",
+        help="send the next digit as the true label: to the model server the model is wrong on "
+        "purpose, its live accuracy falls near 0 and InferWatchAccuracyBelowFloor goes pending "
+        "in Prometheus once 100 labels are in (firing 10 minutes later)",
+    )
+    parser.add_argument(
         "--run-dir", type=Path, help="where logs and configs go (default runs/<time>)"
     )
     parser.add_argument(
@@ -395,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rate <= 0:
         parser.error(f"--rate: {args.rate} is not above 0")
+    if not 0 <= args.label_ratio <= 1:
+        parser.error(f"--label-ratio: {args.label_ratio} is not from 0 to 1")
+    if args.label_delay < 0:
+        parser.error(f"--label-delay: {args.label_delay} is below 0")
     run_dir = args.run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     ports = _ports(args)

@@ -31,6 +31,9 @@ from tests.otel.support import free_port
             "--burst: '4:10:10': needs FACTOR above 1 and 0 < SECONDS < EVERY",
         ),
         (["--drift", "sideways"], "--drift: invalid choice: 'sideways'"),
+        (["--label-ratio", "2"], "--label-ratio: 2 is not a ratio from 0 to 1"),
+        (["--label-ratio", "0.3", "--label-delay", "-1"], "--label-delay: -1.0 is below 0"),
+        (["--wrong-labels"], "--wrong-labels: needs --label-ratio above 0"),
     ],
 )
 def test_bad_arguments_name_the_option(

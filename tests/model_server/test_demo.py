@@ -1,4 +1,5 @@
 """`make run` (model_server.demo) as a real process: it starts everything, says where to look,
+sends true labels (wrong ones on purpose with `--wrong-labels`, which the accuracy alert sees),
 and stops every child it started, on `--duration` or on Ctrl-C."""
 
 import json
@@ -94,7 +95,12 @@ def _assert_everything_stopped(demo: Demo, names: set[str]) -> None:
 
 
 def test_runs_for_a_duration_and_says_where_to_look(tmp_path: Path, repository: Path) -> None:
-    demo = Demo(tmp_path, repository, "--duration", "6", "--no-monitoring", "--rate", "20")
+    demo = Demo(
+        tmp_path,
+        repository,
+        *("--duration", "6", "--no-monitoring", "--rate", "20"),
+        *("--label-ratio", "0.5", "--label-delay", "1"),
+    )
     try:
         assert demo.wait(180) == 0, demo.output
     finally:
@@ -105,6 +111,10 @@ def test_runs_for_a_duration_and_says_where_to_look(tmp_path: Path, repository: 
     assert f"http://127.0.0.1:{demo.ports['gateway_metrics']}/metrics" in output
     assert re.search(r"gRPC\s+\d+ req/s  p50 .* accuracy 0\.9\d+  errors 0", output), output
     assert re.search(r"gateway\s+\d+ req/s  p50 .* accuracy 0\.9\d+  errors 0", output), output
+    assert "sending true labels for 50% of the answers, 1 s after each" in output
+    for path in ("gRPC", "gateway"):
+        labels = rf"{path}\s+\d+ req/s .* labels [1-9]\d* ok 0 failed \(accuracy by the labels 0\.9"
+        assert re.search(labels, output), output
     match = _TRACE.search(output)
     assert match is not None, output
     trace_id, logs = match.groups()
@@ -128,6 +138,18 @@ def alertmanager_binary() -> str:
     return binary
 
 
+def _accuracy_alerts(prometheus_port: int) -> dict[str, str]:
+    """Model name -> state (pending, firing) of the accuracy alert in the demo's Prometheus."""
+    url = f"http://127.0.0.1:{prometheus_port}/api/v1/alerts"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        alerts = json.load(response)["data"]["alerts"]
+    return {
+        alert["labels"]["model_name"]: alert["state"]
+        for alert in alerts
+        if alert["labels"]["alertname"] == "InferWatchAccuracyBelowFloor"
+    }
+
+
 def _scraped(prometheus_port: int) -> set[str]:
     url = f"http://127.0.0.1:{prometheus_port}/api/v1/targets"
     with urllib.request.urlopen(url, timeout=5) as response:
@@ -136,14 +158,16 @@ def _scraped(prometheus_port: int) -> set[str]:
 
 
 @pytest.mark.usefixtures("prometheus_binary", "alertmanager_binary")
-def test_ctrl_c_stops_prometheus_alertmanager_and_both_services(
+def test_wrong_labels_raise_the_accuracy_alert_and_ctrl_c_stops_everything(
     tmp_path: Path, repository: Path
 ) -> None:
-    demo = Demo(tmp_path, repository, "--rate", "10")
+    demo = Demo(tmp_path, repository, "--rate", "10", "--label-ratio", "1", "--wrong-labels")
     try:
         wait_until(lambda: "sending demo traffic" in demo.output, timeout_s=180)
         jobs = {"inferwatch-model-server", "inferwatch-gateway"}
         wait_until(lambda: _scraped(demo.ports["prom"]) == jobs, timeout_s=60)
+        # 20 wrong labels a second: 100 in the window within seconds; pending (the hold is 10 min)
+        wait_until(lambda: "digits" in _accuracy_alerts(demo.ports["prom"]), timeout_s=90)
         alertmanager = f"http://127.0.0.1:{demo.ports['am']}/-/ready"
         with urllib.request.urlopen(alertmanager, timeout=5) as response:
             assert response.status == 200
