@@ -7,8 +7,10 @@ Run from the repository root (not part of CI):
 Starts a model server (shipped settings, digits with batching), measures its capacity with a
 5 s closed loop of 32 clients (`inferwatch-load`), then runs `inferwatch-load` open loop at half
 that rate for `--minutes`, sampling the server's resident memory and open file descriptors every
-10 s. Reports the samples, the errors the load generator saw, and the growth of each series
-between the first and the last minute (medians, so one GC pause does not decide it).
+10 s. Reports the samples, the answers the load generator saw by status, the growth of each
+series between the first and the last minute (medians, so one GC pause does not decide it), and
+the spread of resident memory over the second half (the bounded stores, drift windows and
+prediction store, fill during the first minutes).
 """
 
 import argparse
@@ -105,16 +107,21 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(60)
+    half = [s for s in samples if s[0] >= samples[-1][0] / 2]
     first = [s for s in samples if s[0] <= 60]
     last = [s for s in samples if s[0] >= samples[-1][0] - 60]
     report = {
         "capacity_per_s": capacity["ok_rps"],
         "rate_per_s": rate,
         "minutes": args.minutes,
-        "load": {key: result[key] for key in ("ok_rps", "errors", "skipped", "latency_ms")},
+        "load": {
+            key: result[key]
+            for key in ("ok_rps", "errors", "skipped", "statuses", "error_details", "latency_ms")
+        },
         "rss_growth_mb": statistics.median(s[1] for s in last)
         - statistics.median(s[1] for s in first),
         "fd_growth": statistics.median(s[2] for s in last) - statistics.median(s[2] for s in first),
+        "rss_growth_second_half_mb": max(s[1] for s in half) - min(s[1] for s in half),
         "samples": [
             {"t_s": round(t), "rss_mb": round(rss, 1), "fds": fds} for t, rss, fds in samples
         ],
