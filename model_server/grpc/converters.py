@@ -147,7 +147,8 @@ def feedback_response_to_pb(outcomes: list[Outcome]) -> mon_pb.FeedbackResponse:
             result.predicted_label = joined.predicted
             result.confidence = joined.confidence
             result.correct = joined.correct
-            if joined.context.is_valid:
-                result.trace_id = f"{joined.context.trace_id:032x}"
+            trace_id = joined.context[0]
+            if trace_id:
+                result.trace_id = f"{trace_id:032x}"
         results.append(result)
     return mon_pb.FeedbackResponse(results=results)

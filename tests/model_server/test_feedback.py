@@ -1,15 +1,18 @@
 """Delayed true labels over real gRPC: response ids, the Feedback RPC, the quality metrics."""
 
+import gc
 import shutil
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from model_server import digits
+from model_server.feedback import FeedbackHub
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import monitoring_pb2 as mon_pb
 from model_server.proto import monitoring_pb2_grpc as mon_grpc
@@ -339,3 +342,21 @@ def test_a_version_with_an_empty_window_reports_no_quality(
     assert telemetry.total("inferwatch.feedback.window.labels", **DIGITS) == 0
     assert telemetry.total("inferwatch.feedback.labelled", **DIGITS) == 0.0
     assert telemetry.points("inferwatch.feedback.accuracy") == []  # no labels: no accuracy
+
+
+def test_kept_predictions_leave_nothing_for_the_garbage_collector_to_walk() -> None:
+    """A full store must not lengthen every full collection (the soak run's p99): each kept
+    prediction, with its request's span, becomes untracked once collected."""
+    hub = FeedbackHub(max_predictions=10_000, max_age_s=3600, window_s=3600)
+    recorder = hub.recorder("digits", 1, digits.config())
+    assert recorder is not None
+    tracer = TracerProvider().get_tracer(__name__)
+    probabilities = np.full((1, 10), 0.1, dtype=np.float32)
+    gc.collect()
+    before = len(gc.get_objects())
+    for index in range(5_000):
+        with tracer.start_as_current_span("infer"):
+            recorder.record(f"id-{index}", [probabilities])
+    gc.collect()
+    assert hub.stored == 5_000
+    assert len(gc.get_objects()) - before < 500
