@@ -17,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from model_server import digits
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
+from model_server.proto import model_repository_pb2 as repo_pb
+from model_server.proto import model_repository_pb2_grpc as repo_grpc
 from model_server.proto import monitoring_pb2 as mon_pb
 from model_server.proto import monitoring_pb2_grpc as mon_grpc
 from tests.conftest import Serve, wait_until
@@ -58,7 +60,8 @@ def _attributes(row: dict[str, str]) -> set[str]:
 
 def _traffic(address: str) -> None:
     """Every kind of call: success, client error, unknown model, a rejection, metadata, drift,
-    feedback (a label, and a prediction dropped unlabelled: its id reused)."""
+    feedback (a label, and a prediction dropped unlabelled: its id reused), and the repository
+    RPCs (the slow model is unloaded last)."""
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         pixels = digits.load_split().x_test[:160]
@@ -84,6 +87,10 @@ def _traffic(address: str) -> None:
             except grpc.RpcError as error:
                 codes.add(error.code())
         assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+        repository = repo_grpc.ModelRepositoryServiceStub(channel)
+        assert repository.RepositoryIndex(repo_pb.RepositoryIndexRequest()).models
+        repository.RepositoryModelLoad(repo_pb.RepositoryModelLoadRequest(model_name="digits"))
+        repository.RepositoryModelUnload(repo_pb.RepositoryModelUnloadRequest(model_name="slow"))
 
 
 @pytest.fixture
