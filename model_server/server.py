@@ -10,6 +10,7 @@ from model_server.core import InferenceCore
 from model_server.digits import ensure_default_model
 from model_server.feedback import FeedbackHub
 from model_server.grpc.server import GrpcServer
+from model_server.heap import freeze_long_lived
 from model_server.reload import RepositoryPoller
 from model_server.repository import ModelRepository
 from model_server.settings import ModelServerSettings
@@ -66,6 +67,7 @@ class ModelServer:
         if settings.create_default_model:
             await asyncio.to_thread(ensure_default_model, settings.model_repository)
         await self.repository.load_all()
+        freeze_long_lived()
         telemetry.observe(self.repository)
         if self.feedback is not None:
             telemetry.observe_feedback(self.feedback)
