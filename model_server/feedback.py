@@ -38,7 +38,7 @@ SpanIds = tuple[int, int, int]
 
 A plain tuple of ints, not the `SpanContext`: the garbage collector stops tracking a tuple that
 holds only atoms, and so the store's entries. With 100,000 kept predictions, SpanContexts (and
-their trace states) made every full collection walk 300,000 more objects, about 55 ms, which
+their trace states) made every full collection walk 300,000 more objects, about 35 ms more, which
 showed as the soak run's 100+ ms p99."""
 Outcome = ItemOutcome[SpanIds]
 """The answer to one feedback item; an accepted one carries its prediction's span ids."""

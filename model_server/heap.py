@@ -1,6 +1,6 @@
 """Keeps the process's long-lived objects out of the garbage collector's full collections.
 
-Torch, grpc, the OpenTelemetry SDK and the loaded models leave about 280,000 tracked objects
+Torch, grpc, the OpenTelemetry SDK and the loaded models leave about 270,000 tracked objects
 that live as long as the process. Each full (generation 2) collection walks all of them: under
 load with traces exported, one ran every 2 to 3 s and took 100 to 175 ms, which made the p99 of
 every request that waited behind it (benchmarks/RESULTS.md, "Telemetry cost").
