@@ -80,9 +80,12 @@ def test_live_accuracy_f1_and_recall_equal_scikit_learn(
     split = digits.load_split()
     pixels, truth = split.x_test[:150], split.y_test[:150].copy()
     truth[::3] = (truth[::3] + 1) % 10  # a third of the labels disagree: accuracy near 0.65
-    # Concurrent requests share batches: each must keep its own rows.
-    calls = [server.stub.ModelInfer.future(pixels_request(pixels[i : i + 1])) for i in range(150)]
-    answers = [call.result(timeout=30) for call in calls]
+    # Concurrent requests share batches: each must keep its own rows. Two waves of 75, below
+    # the server's 128 concurrent calls (MAX_CONCURRENT_RPCS), beyond which it refuses.
+    answers = []
+    for wave in (range(75), range(75, 150)):
+        calls = [server.stub.ModelInfer.future(pixels_request(pixels[i : i + 1])) for i in wave]
+        answers += [call.result(timeout=30) for call in calls]
     predicted = np.array([int(outputs(answer)["label"][0]) for answer in answers])
     ok_before = telemetry.total(
         "inferwatch.feedback.items", result="ok", **{"model.name": "digits"}
