@@ -17,9 +17,9 @@ logger = logging.getLogger(__name__)
 def freeze_long_lived() -> None:
     """Collect what is garbage now, then exempt every survivor from future collections.
 
-    Called once the models are loaded, and again after each run-time load or unload: unfreezing
-    first lets a collection reclaim an unloaded version's cyclic garbage before the rest is
-    frozen again. Blocks the caller for one full collection (about 50 to 150 ms).
+    Called once the models are loaded, and again after each run-time load, unload or poll that
+    changed versions (once per call, however many versions): unfreezing first lets a collection
+    reclaim an unloaded version's cyclic garbage before the rest is frozen again. Blocks the caller for one full collection (about 50 to 150 ms).
     """
     started = time.perf_counter()
     gc.unfreeze()

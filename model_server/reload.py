@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from model_server.errors import InvalidInputError, ModelLoadFailedError, ModelNotFoundError
+from model_server.heap import freeze_long_lived
 from model_server.repository import ModelRepository, ModelState, ModelVersion, version_directories
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ class ModelReloader:
         await _to_the_end(self._unload_versions(versions))
 
     async def _load_versions(self, name: str, numbers: list[int]) -> list[ModelVersion]:
-        return [await self._repository.load_version(name, number) for number in numbers]
+        loaded = [await self._repository.load_version(name, number) for number in numbers]
+        freeze_long_lived()  # once per call, not per version: each is a full collection
+        return loaded
 
     async def _unload_versions(self, versions: list[ModelVersion]) -> None:
         for entry in versions:
@@ -116,6 +119,7 @@ class ModelReloader:
                 await self._repository.unload_version(
                     entry.name, entry.version, UNLOADED_ON_REQUEST
                 )
+        freeze_long_lived()
 
     def _check_repository(self, repository_name: str) -> None:
         served = self._repository.root.name
@@ -150,6 +154,7 @@ class RepositoryPoller:
     async def poll(self) -> None:
         """One look: load each new version directory, retry each changed FAILED one."""
         on_disk = await asyncio.to_thread(_scan, self._repository.root)
+        loaded_any = False
         for name, numbers in sorted(on_disk.items()):
             for number in sorted(numbers, reverse=True):
                 entry = self._repository.entry(name, number)
@@ -160,10 +165,13 @@ class RepositoryPoller:
                 if entry is not None and self._tried.get(path) == fingerprint:
                     continue
                 loaded = await _to_the_end(self._repository.load_version(name, number))
+                loaded_any = True
                 if loaded.state is ModelState.FAILED:
                     self._tried[path] = fingerprint
                 else:
                     self._tried.pop(path, None)
+        if loaded_any:
+            freeze_long_lived()
 
     def _failed_entries(self) -> list[ModelVersion]:
         return [

@@ -16,7 +16,6 @@ from model_server import quality, telemetry
 from model_server.batcher import DynamicBatcher
 from model_server.errors import ModelNotFoundError, ModelNotReadyError
 from model_server.feedback import FeedbackHub, PredictionRecorder
-from model_server.heap import freeze_long_lived
 from model_server.model_config import ModelConfig, ModelConfigError
 from model_server.torchscript_model import ModelLoadError, TorchScriptModel
 from monitoring.drift import DriftReport
@@ -236,7 +235,6 @@ class ModelRepository:
             self._models.setdefault(name, {})[version] = entry
             logger.info("loading model %s from %s", entry.label, entry.path)
             await self._load(entry)
-            freeze_long_lived()
         await self._notify()
         return entry
 
@@ -253,7 +251,6 @@ class ModelRepository:
                 entry.batcher = None
             entry.state = ModelState.UNLOADED
             logger.info("model %s unloaded", entry.label)
-            freeze_long_lived()
 
     def _publish(self, name: str) -> None:
         """Point requests naming no version at the newest READY version of `name`."""
