@@ -19,7 +19,8 @@ def freeze_long_lived() -> None:
 
     Called once the models are loaded, and again after each run-time load, unload or poll that
     changed versions (once per call, however many versions): unfreezing first lets a collection
-    reclaim an unloaded version's cyclic garbage before the rest is frozen again. Blocks the caller for one full collection (about 50 to 150 ms).
+    reclaim an unloaded version's cyclic garbage before the rest is frozen again. Blocks the
+    caller for one full collection (about 50 to 150 ms).
     """
     started = time.perf_counter()
     gc.unfreeze()
