@@ -11,6 +11,11 @@ instead: for a small model the hop to the thread and back costs more than the pa
 the GIL-bound work around it (joining, metrics, the batch observer) gains nothing from
 another thread.
 
+The delay is only paid while it pays: the batcher keeps a moving average of how many rows
+joined during its recent waits, and while that is under half a row (lone or sparse traffic)
+it sends each batch at once; every `probe_every`-th batch still waits, to notice when traffic
+picks up.
+
 Telemetry: each request gets a queue-wait span (child of its request span) and the
 queue-duration metric; each batch gets one forward span, a child of the first request's
 span with a link to every request span in the batch, plus batch-size and forward-duration
@@ -47,8 +52,10 @@ QUEUE_SPAN = "infer.queue"
 FORWARD_SPAN = "infer.forward"
 BATCH_SIZE_ATTRIBUTE = "inferwatch.batch.size"
 BATCH_REQUESTS_ATTRIBUTE = "inferwatch.batch.requests"
-#: Weight of the newest forward pass in the moving average that decides where passes run.
+#: Weight of the newest sample in the moving averages (forward seconds, rows gained by waiting).
 _AVERAGE_WEIGHT = 0.2
+#: Waits that gather fewer rows than this on average are skipped.
+_MIN_WAIT_GAIN_ROWS = 0.5
 
 
 @dataclass(slots=True)
@@ -75,6 +82,8 @@ class DynamicBatcher:
         max_queue_size: int,
         enabled: bool = True,
         inline_forward_max_s: float = 0.0,
+        skip_unproductive_delay: bool = True,
+        probe_every: int = 128,
         attributes: Mapping[str, str] | None = None,
         observe_batch: BatchObserver | None = None,
     ) -> None:
@@ -90,6 +99,10 @@ class DynamicBatcher:
         self._enabled = enabled
         self._inline_forward_max_s = inline_forward_max_s
         self._forward_s: float | None = None  # forward seconds, moving average
+        self._skip_unproductive_delay = skip_unproductive_delay
+        self._probe_every = probe_every
+        self._wait_gain: float | None = None  # rows that joined during a wait, moving average
+        self._batches_without_wait = 0
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._wakeup = asyncio.Event()
@@ -156,7 +169,32 @@ class DynamicBatcher:
                 await self._execute(loop, batch)
 
     async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Wait until the batch is full or the oldest request's delay has passed."""
+        """Wait until the batch is full or the oldest request's delay has passed, unless recent
+        waits gathered (almost) nobody."""
+        if self._max_queue_delay_s <= 0 or self._queued_rows >= self._max_batch_size:
+            return
+        if not self._wait_pays():
+            self._batches_without_wait += 1
+            return
+        self._batches_without_wait = 0
+        rows_before = self._queued_rows
+        await self._wait_for_rows_or_delay(loop)
+        gained = float(self._queued_rows - rows_before)
+        previous = self._wait_gain
+        self._wait_gain = (
+            gained if previous is None else previous + _AVERAGE_WEIGHT * (gained - previous)
+        )
+
+    def _wait_pays(self) -> bool:
+        gain = self._wait_gain
+        return (
+            not self._skip_unproductive_delay
+            or gain is None
+            or gain >= _MIN_WAIT_GAIN_ROWS
+            or self._batches_without_wait + 1 >= self._probe_every
+        )
+
+    async def _wait_for_rows_or_delay(self, loop: asyncio.AbstractEventLoop) -> None:
         while self._accepting and self._queued_rows < self._max_batch_size:
             remaining = self._queue[0].enqueued_at + self._max_queue_delay_s - time.monotonic()
             if remaining <= 0:

@@ -56,6 +56,10 @@ class DynamicBatchingConfig(BaseModel):
     """Gather concurrent requests into one forward pass; when false each request runs alone."""
     max_queue_delay_ms: Annotated[float, Field(ge=0, le=10_000)] = 2.0
     """Longest a request waits for others to join its batch."""
+    skip_unproductive_delay: bool = True
+    """Send batches without waiting while recent waits gathered on average under half a row
+    (lone or sparse requests then pay no delay); every 128th batch still waits, to notice when
+    traffic picks up. False always waits the full delay."""
     max_queue_size: Annotated[int, Field(ge=1)] = 1024
     """Requests waiting beyond this are rejected at once with RESOURCE_EXHAUSTED."""
 

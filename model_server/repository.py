@@ -141,6 +141,7 @@ class ModelRepository:
             max_queue_size=batching.max_queue_size,
             enabled=batching.enabled,
             inline_forward_max_s=self._inline_forward_max_s,
+            skip_unproductive_delay=batching.skip_unproductive_delay,
             attributes=entry.attributes,
             observe_batch=quality.batch_observer(config, entry.attributes, entry.drift),
         )

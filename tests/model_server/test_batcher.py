@@ -218,3 +218,53 @@ def test_fast_forward_passes_move_onto_the_event_loop(
     first, *later = forward.threads
     assert first != loop_thread  # no pass measured yet: the first runs on the inference thread
     assert all((thread == loop_thread) is later_passes_inline for thread in later)
+
+
+@pytest.mark.parametrize("skip_unproductive_delay", [True, False])
+def test_lone_requests_stop_paying_the_queue_delay(skip_unproductive_delay: bool) -> None:
+    forward = RecordingForward()
+    delay_s = 2.0
+
+    async def scenario() -> bool:
+        batcher = _batcher(
+            forward,
+            max_queue_delay_s=delay_s,
+            skip_unproductive_delay=skip_unproductive_delay,
+        )
+        batcher.start()
+        await batcher.submit(_rows(0, 1), None)  # waits the whole delay: nobody joins it
+        try:
+            # Half the delay is far more than a lone request needs when it does not wait.
+            await asyncio.wait_for(batcher.submit(_rows(1, 1), None), timeout=delay_s / 2)
+            answered_early = True
+        except TimeoutError:
+            answered_early = False
+        await batcher.close()
+        return answered_early
+
+    assert asyncio.run(scenario()) is skip_unproductive_delay
+
+
+def test_a_probe_notices_traffic_picking_up() -> None:
+    forward = RecordingForward()
+
+    async def scenario() -> None:
+        batcher = _batcher(forward, max_batch_size=64, max_queue_delay_s=0.3, probe_every=4)
+        batcher.start()
+        for start in range(3):  # lone requests: the first wait gathers nobody, then no waits
+            await batcher.submit(_rows(start, 1), None)
+
+        async def later(index: int) -> list[np.ndarray]:
+            await asyncio.sleep(index * 0.02)
+            return await batcher.submit(_rows(100 + index, 1), None)
+
+        results = await asyncio.gather(*(later(i) for i in range(12)))
+        for index, result in enumerate(results):
+            np.testing.assert_array_equal(result[0], _rows(100 + index, 1)[0] * 2)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert forward.batches[:4] == [1, 1, 1, 1]  # the stream's first request did not wait
+    assert sum(forward.batches) == 15
+    # The 4th batch after the last wait waits again and gathers the requests arriving meanwhile.
+    assert max(forward.batches[3:]) >= 5

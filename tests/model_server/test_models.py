@@ -37,7 +37,8 @@ PROBE_WIDTH = 4
 def probe_config(
     *, max_batch_size: int = 16, delay_ms: float = 2.0, queue_size: int = 64, batching: bool = True
 ) -> ModelConfig:
-    """Signature of the probe model."""
+    """Signature of the probe model. Its queue delay is always waited out: tests hold requests
+    in the queue with it (a "slow" model), so the batcher must not learn to skip it."""
     return ModelConfig(
         inputs=[TensorSpec(name="x", datatype="FP32", shape=(-1, PROBE_WIDTH))],
         outputs=[
@@ -47,7 +48,10 @@ def probe_config(
         ],
         max_batch_size=max_batch_size,
         dynamic_batching=DynamicBatchingConfig(
-            enabled=batching, max_queue_delay_ms=delay_ms, max_queue_size=queue_size
+            enabled=batching,
+            max_queue_delay_ms=delay_ms,
+            max_queue_size=queue_size,
+            skip_unproductive_delay=False,
         ),
     )
 

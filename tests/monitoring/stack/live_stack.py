@@ -35,7 +35,11 @@ def model_repository(root: Path, digits_version: Path) -> Path:
         config = json.loads(config_path.read_text())
         config["name"] = name
         if name == "crowded":
-            config["dynamic_batching"] = {"max_queue_delay_ms": 100, "max_queue_size": 1}
+            config["dynamic_batching"] = {
+                "max_queue_delay_ms": 100,
+                "max_queue_size": 1,
+                "skip_unproductive_delay": False,
+            }
         if name == "mislabelled":
             config["labels"] = MISLABELLED_LABELS
         config_path.write_text(json.dumps(config))
