@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from gateway import __version__
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from model_server.heap import freeze_long_lived
 from otel import setup_telemetry
 
 SERVICE_NAME = "inferwatch-gateway"
@@ -78,6 +79,7 @@ def _serve(settings: GatewaySettings) -> None:
     # default handlers that would kill the process before the telemetry is flushed.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
+    freeze_long_lived()
     server.run(sockets=[sock])
 
 

@@ -60,6 +60,8 @@ def test_serves_logs_with_trace_ids_and_drains_on_sigterm(
     assert (access["trace_id"], access["service.name"]) == (TRACE_ID, "inferwatch-gateway")
     assert records[-1]["message"] == "gateway stopped"
     assert [r for r in records if r["level"] in ("ERROR", "CRITICAL")] == []
+    # Long-lived objects are frozen out of the garbage collector before serving.
+    assert any("exempted from garbage collection" in r["message"] for r in records)
 
 
 def test_invalid_settings_exit_2_naming_the_setting(tmp_path: Path) -> None:
