@@ -117,8 +117,19 @@ confidence = _meter.create_histogram(
     description="Highest class probability of each prediction.",
     explicit_bucket_boundaries_advisory=CONFIDENCE_BUCKETS,
 )
-predictions = _meter.create_counter(
+# Predicted labels are counted like requests: a plain Counter per batch, reported at collection
+# (one SDK measurement per distinct label of every batch would cost more than the forward pass).
+_predicted: Counter[tuple[tuple[tuple[str, str], ...], str]] = Counter()
+
+
+def _predicted_counts(_: CallbackOptions) -> Iterable[Observation]:
+    for (attributes, label), count in list(_predicted.items()):
+        yield Observation(count, {**dict(attributes), LABEL: label})
+
+
+_meter.create_observable_counter(
     "inferwatch.model.predictions",
+    callbacks=[_predicted_counts],
     unit="{prediction}",
     description="Predicted labels, by label from the model's label set.",
 )
@@ -291,8 +302,9 @@ def record_predictions(
     for value in best.tolist():
         confidence.record(value, attributes)
     counts = np.bincount(probabilities.argmax(axis=1), minlength=len(labels))
+    series = tuple(attributes.items())
     for index in np.flatnonzero(counts).tolist():
-        predictions.add(int(counts[index]), {**attributes, LABEL: labels[index]})
+        _predicted[series, labels[index]] += int(counts[index])
 
 
 @functools.cache
