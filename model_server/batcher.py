@@ -14,7 +14,8 @@ another thread.
 The delay is only paid while it pays: the batcher keeps a moving average of how many rows
 joined during its recent waits, and while that is under half a row (lone or sparse traffic)
 it sends each batch at once; every `probe_every`-th batch still waits, to notice when traffic
-picks up.
+picks up. A batch whose oldest request is already overdue (it queued behind a long pass) goes
+at once and teaches the average nothing.
 
 Telemetry: each request gets a queue-wait span (child of its request span) and the
 queue-duration metric; each batch gets one forward span, a child of the first request's
@@ -173,6 +174,8 @@ class DynamicBatcher:
         waits gathered (almost) nobody."""
         if self._max_queue_delay_s <= 0 or self._queued_rows >= self._max_batch_size:
             return
+        if self._queue[0].enqueued_at + self._max_queue_delay_s <= time.monotonic():
+            return  # overdue already (it queued behind a pass): no wait, nothing to learn
         if not self._wait_pays():
             self._batches_without_wait += 1
             return

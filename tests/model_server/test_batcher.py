@@ -268,3 +268,38 @@ def test_a_probe_notices_traffic_picking_up() -> None:
     assert sum(forward.batches) == 15
     # The 4th batch after the last wait waits again and gathers the requests arriving meanwhile.
     assert max(forward.batches[3:]) >= 5
+
+
+class SlowForward(RecordingForward):
+    """Takes `seconds` per pass (on the inference thread), like a model slower than the delay."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        time.sleep(self.seconds)
+        return super().__call__(inputs)
+
+
+def test_a_backlog_behind_a_slow_pass_does_not_stop_the_waits() -> None:
+    """While passes take longer than the delay, every next batch is overdue before it could
+    wait: that is no sign that waiting gathers nobody, so lone requests must still wait after."""
+    delay_s = 0.05
+    forward = SlowForward(seconds=0.12)
+
+    async def scenario() -> None:
+        batcher = _batcher(forward, max_batch_size=64, max_queue_delay_s=delay_s)
+        batcher.start()
+
+        async def later(index: int, spacing_s: float) -> list[np.ndarray]:
+            await asyncio.sleep(index * spacing_s)
+            return await batcher.submit(_rows(index, 1), None)
+
+        await asyncio.gather(*(later(i, 0.03) for i in range(30)))  # a backlog, ~8 passes
+        await asyncio.gather(*(later(i, delay_s / 5) for i in range(2)))  # 10 ms apart
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert sum(forward.batches) == 32
+    assert forward.batches[-1] == 2  # the first of the two waited and the second joined it
