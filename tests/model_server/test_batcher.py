@@ -285,8 +285,8 @@ class SlowForward(RecordingForward):
 def test_a_backlog_behind_a_slow_pass_does_not_stop_the_waits() -> None:
     """While passes take longer than the delay, every next batch is overdue before it could
     wait: that is no sign that waiting gathers nobody, so lone requests must still wait after."""
-    delay_s = 0.05
-    forward = SlowForward(seconds=0.12)
+    delay_s = 0.1
+    forward = SlowForward(seconds=0.25)
 
     async def scenario() -> None:
         batcher = _batcher(forward, max_batch_size=64, max_queue_delay_s=delay_s)
@@ -296,10 +296,10 @@ def test_a_backlog_behind_a_slow_pass_does_not_stop_the_waits() -> None:
             await asyncio.sleep(index * spacing_s)
             return await batcher.submit(_rows(index, 1), None)
 
-        await asyncio.gather(*(later(i, 0.03) for i in range(30)))  # a backlog, ~8 passes
-        await asyncio.gather(*(later(i, delay_s / 5) for i in range(2)))  # 10 ms apart
+        await asyncio.gather(*(later(i, 0.06) for i in range(24)))  # a backlog, ~6 passes
+        await asyncio.gather(*(later(i, delay_s / 5) for i in range(2)))  # 20 ms apart
         await batcher.close()
 
     asyncio.run(scenario())
-    assert sum(forward.batches) == 32
+    assert sum(forward.batches) == 26
     assert forward.batches[-1] == 2  # the first of the two waited and the second joined it
