@@ -51,12 +51,31 @@ def test_same_distribution_is_ok_and_inverted_pixels_are_drift(
     assert drifted["drifted_features"] > 0  # type: ignore[operator]
     assert telemetry.total("inferwatch.drift.detected", **DIGITS) == 1
     assert telemetry.total("inferwatch.drift.score", **DIGITS) >= 1
-    assert telemetry.total("inferwatch.drift.window.samples", **DIGITS) == 600
+    # The digits window keeps at least its last HELD_OUT_ROWS rows (less than one bucket more):
+    # the 300 inverted ones and some of the calm ones before them.
+    rows = drifted["window"]["rows"]  # type: ignore[index]
+    assert digits.HELD_OUT_ROWS <= rows < 600
+    assert telemetry.total("inferwatch.drift.window.samples", **DIGITS) == rows
     features = {
         (p.attributes or {}).get("feature")
         for p in telemetry.points("inferwatch.drift.feature.score")
     }
     assert features <= {f"pixel_{i}" for i in range(64)}
+
+
+def test_replaying_the_held_out_split_is_never_called_drift(repository: Path, serve: Serve) -> None:
+    """What `make run` and `inferwatch-load` send: the same 360 test rows over and over."""
+    server = serve(repository)
+    test_pixels = digits.load_split().x_test
+    assert len(test_pixels) == digits.HELD_OUT_ROWS
+    sent = 0
+    for _ in range(3):
+        for start in range(0, len(test_pixels), 40):
+            _send(server, test_pixels[start : start + 40])
+            sent += 40
+            if sent >= digits.HELD_OUT_ROWS:
+                report = _drift(server)
+                assert report["status"] == "ok", (sent, report["score"])
 
 
 def test_a_broken_reference_costs_drift_monitoring_not_the_model(
