@@ -182,9 +182,12 @@ class ModelRepository:
                 yield entry.attributes, entry.batcher.queue_depth
 
     def readiness(self) -> Iterator[tuple[Mapping[str, str], bool]]:
-        """Whether each known version is ready (for the model-ready gauge)."""
+        """Whether each version meant to serve is ready (for the model-ready gauge). An UNLOADED
+        version was retired on purpose: it is left out, so its series ends instead of reading 0
+        and paging someone for a planned unload."""
         for entry in self._entries():
-            yield entry.attributes, entry.state is ModelState.READY
+            if entry.state is not ModelState.UNLOADED:
+                yield entry.attributes, entry.state is ModelState.READY
 
     def telemetry_model(self, name: str, version: str) -> tuple[str, str]:
         """(name, version) as metric attributes: only what the repository knows, so a client

@@ -168,7 +168,7 @@ RULES: tuple[AlertRule, ...] = (
         window="15m",
         subject="model_name",
         summary="model {{ .Labels.model_name }} cannot serve on {{ .Labels.instance }}",
-        description="The version failed to load or was unloaded; requests for it are refused.",
+        description="The version failed to load or is stuck loading; its requests are refused.",
         logs=_model_logs(),
         traces=_model_traces(),
     ),

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.sdk.metrics.export import NumberDataPoint
 
 from model_server.model_config import CONFIG_FILE
 from model_server.proto import grpc_service_pb2 as pb
@@ -256,7 +257,12 @@ def test_unload_answers_queued_requests_then_refuses_with_a_clear_message(
     assert not model_ready(server, "slow")
     assert not model_ready(server, "slow", "1")
     assert health(server, "slow") == NOT_SERVING
-    assert telemetry.total("inferwatch.model.ready", **ready) == 0
+    # Retired on purpose: the gauge no longer reports the version (0 would page someone).
+    assert not [
+        point
+        for point in telemetry.points("inferwatch.model.ready")
+        if point.attributes is not None and dict(point.attributes) == ready
+    ]
     assert ("slow", "1", "UNLOADED", "unloaded on request") in index(server)
     logged = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert "unloading model slow:1: unloaded on request" in logged
@@ -297,6 +303,31 @@ def test_unloading_the_newest_version_moves_requests_to_the_previous_one(
         ("digits", "1", "READY"),
         ("digits", "2", "UNLOADED"),
     ]
+
+
+def test_a_failed_version_reads_0_on_the_ready_gauge_until_it_is_unloaded(
+    repository: Path, serve: Serve, digits_version_dir: Path, telemetry: TelemetryCapture
+) -> None:
+    shutil.copytree(digits_version_dir, repository / "digits" / "2")
+    break_config_json(repository / "digits" / "2")
+    server = serve(repository)
+    failed = {MODEL_NAME: "digits", MODEL_VERSION: "2"}
+
+    def reported() -> list[float]:
+        return [
+            point.value
+            for point in telemetry.points("inferwatch.model.ready")
+            if isinstance(point, NumberDataPoint)
+            and point.attributes is not None
+            and dict(point.attributes) == failed
+        ]
+
+    assert reported() == [0]  # what InferWatchModelNotReady pages on
+    repository_stub(server).RepositoryModelUnload(
+        repo_pb.RepositoryModelUnloadRequest(model_name="digits", model_version="2")
+    )
+    assert reported() == []
+    assert telemetry.total("inferwatch.model.ready", **{MODEL_NAME: "digits"}) == 1
 
 
 def test_index_lists_every_version_with_its_state_and_reason(
