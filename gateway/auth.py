@@ -9,24 +9,17 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 
 from fastapi.security import HTTPAuthorizationCredentials
 
 from gateway.errors import UnauthorizedError
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, read_keys_file
 
 logger = logging.getLogger(__name__)
 
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
-
-
-def read_keys_file(path: Path) -> list[str]:
-    """Non-blank lines that do not start with #, stripped."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 class ApiKeys:

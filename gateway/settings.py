@@ -27,6 +27,25 @@ def _distinct(addresses: tuple[str, ...]) -> tuple[str, ...]:
     return addresses
 
 
+def read_keys_file(path: Path) -> list[str]:
+    """Non-blank lines that do not start with #, stripped."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _keys_file(path: Path) -> Path:
+    try:
+        keys = read_keys_file(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    if not keys:
+        # A secret mount not filled yet must not turn authentication off without a word.
+        raise ValueError(f"{path} holds no API key (only blank lines or # comments)")
+    return path
+
+
 BackendAddress = Annotated[str, AfterValidator(_host_port)]
 ModelVersion = Annotated[str, Field(pattern=r"^[1-9][0-9]*$")]
 """A model server version directory name: a positive integer."""
@@ -86,8 +105,10 @@ class GatewaySettings(TelemetrySettings):
     api_keys: tuple[Annotated[SecretStr, Field(min_length=1)], ...] = ()
     """API keys as a JSON list; when any key is configured every call but the health checks
     needs `Authorization: Bearer <key>`."""
-    api_keys_file: Path | None = None
-    """File with more API keys, one per line (blank lines and lines starting with # ignored)."""
+    api_keys_file: Annotated[Path, AfterValidator(_keys_file)] | None = None
+    """File with more API keys, one per line (blank lines and lines starting with # ignored),
+    read at startup; a file that cannot be read or holds no key stops the gateway from
+    starting."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed to call from a browser (CORS); empty turns CORS off."""
     access_log: bool = False

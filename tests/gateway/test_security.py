@@ -79,6 +79,15 @@ def test_an_empty_key_is_refused_at_startup() -> None:
         GatewaySettings(api_keys=[""])  # type: ignore[arg-type]
 
 
+def test_a_keys_file_without_keys_or_unreadable_is_refused_at_startup(tmp_path: Path) -> None:
+    unfilled = tmp_path / "keys"
+    unfilled.write_text("# provisioned by the secret manager\n\n   \n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"api_keys_file\n.*holds no API key"):
+        GatewaySettings(api_keys_file=unfilled)
+    with pytest.raises(ValueError, match=r"api_keys_file\n.*cannot read .*missing"):
+        GatewaySettings(api_keys_file=tmp_path / "missing")
+
+
 def test_cors_is_off_by_default(
     repository: Path, serve: Serve, start_gateway: StartGateway
 ) -> None:
