@@ -9,9 +9,8 @@ from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
-from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, Histogram, MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -34,7 +33,8 @@ from otel.telemetry import Closable, SdkPipeline, Telemetry
 logger = logging.getLogger(__name__)
 
 DURATION_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-"""Bucket bounds of every histogram whose unit is `s` (the SDK defaults suit milliseconds)."""
+"""Bucket bounds advised by every request-scale duration histogram (`s`): the SDK's default
+bounds suit milliseconds."""
 
 SELF_METER = "inferwatch.telemetry"
 """Meter (scope) of the pipeline's self-metrics and the process/GPU metrics."""
@@ -133,15 +133,11 @@ def _build_pipeline(
         counted_metrics = CountingMetricExporter(metric_exporter, stats)
         exporters.append(counted_metrics)
         readers.append(PeriodicExportingMetricReader(counted_metrics))
-    seconds = View(
-        instrument_type=Histogram,
-        instrument_unit="s",
-        aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS_S),
-    )
+    # No View: a View's buckets would override every instrument's own advice (the label delay
+    # spans seconds to a day); each histogram passes explicit_bucket_boundaries_advisory.
     meter_provider = MeterProvider(
         metric_readers=readers,
         resource=resource,
-        views=[seconds],
         shutdown_on_exit=False,
         # None: the SDK's choice (OTEL_METRICS_EXEMPLAR_FILTER, by default trace-based).
         exemplar_filter=None

@@ -7,7 +7,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
-from otel import Telemetry
+from otel import DURATION_BUCKETS_S, Telemetry
+from otel.prometheus import prefers_openmetrics
 from tests.otel.support import MakeTelemetry, parse_openmetrics, samples, scrape
 
 
@@ -15,7 +16,10 @@ def _record_in_span(telemetry: Telemetry, value: float) -> tuple[str, str]:
     """Records `value` on the request-duration histogram inside a span; (trace_id, span_id)."""
     tracer = telemetry.tracer_provider.get_tracer("tests.otel")
     histogram = telemetry.meter_provider.get_meter("tests.otel").create_histogram(
-        "inferwatch.request.duration", unit="s", description="Time to answer a request."
+        "inferwatch.request.duration",
+        unit="s",
+        description="Time to answer a request.",
+        explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
     )
     with tracer.start_as_current_span("predict") as span:
         histogram.record(value, {"model": "digits"})
@@ -52,6 +56,21 @@ def test_openmetrics_scrape_carries_the_span_exemplar(make_telemetry: MakeTeleme
         "otel_scope_name": "tests.otel",
         "le": "+Inf",
     }
+
+
+def test_a_histogram_keeps_the_buckets_it_advises(make_telemetry: MakeTelemetry) -> None:
+    telemetry = make_telemetry()
+    assert telemetry.metrics_port
+    delay = telemetry.meter_provider.get_meter("tests.otel").create_histogram(
+        "label.delay", unit="s", explicit_bucket_boundaries_advisory=(1, 60, 3600, 86400)
+    )
+    delay.record(120)
+
+    body = scrape(telemetry.metrics_port, openmetrics=True)[1]
+
+    [family] = [f for f in parse_openmetrics(body) if f.name == "label_delay_seconds"]
+    buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert buckets == {"1.0": 0, "60.0": 0, "3600.0": 1, "86400.0": 1, "+Inf": 1}
 
 
 def test_exemplar_stays_until_replaced(make_telemetry: MakeTelemetry) -> None:
@@ -184,3 +203,24 @@ def test_without_a_span_consumer_spans_are_not_recorded_but_exemplars_remain(
 
     body = scrape(telemetry.metrics_port, openmetrics=True)[1]
     assert f'trace_id="{trace_id}",span_id="{span_id}"' in body
+
+
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        ("", False),
+        ("text/plain", False),
+        ("application/openmetrics-text; version=1.0.0", True),
+        # What Prometheus 2.x sends: OpenMetrics first, text as the fallback.
+        (
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+            "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            True,
+        ),
+        ("application/openmetrics-text;q=0", False),
+        ("text/plain;version=0.0.4,application/openmetrics-text;q=0.5", False),
+        ("text/plain;q=0.2, application/openmetrics-text;q=0.9", True),
+    ],
+)
+def test_the_format_follows_the_accept_header_by_quality(accept: str, openmetrics: bool) -> None:
+    assert prefers_openmetrics(accept) is openmetrics

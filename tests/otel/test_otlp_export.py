@@ -31,7 +31,9 @@ def test_span_histogram_and_log_arrive_correlated(
     telemetry = make_telemetry(deployment_environment="staging")
     tracer = telemetry.tracer_provider.get_tracer("tests.otel")
     duration = telemetry.meter_provider.get_meter("tests.otel").create_histogram(
-        "inferwatch.request.duration", unit="s"
+        "inferwatch.request.duration",
+        unit="s",
+        explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
     )
 
     with tracer.start_as_current_span("predict") as span:

@@ -6,6 +6,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from otel import DURATION_BUCKETS_S
 from tests.conftest import StartPrometheus
 from tests.otel.support import MakeTelemetry
 
@@ -19,7 +20,9 @@ def test_prometheus_stores_exemplars_with_our_trace_ids(
     assert telemetry.metrics_port
     tracer = telemetry.tracer_provider.get_tracer("tests.otel")
     duration = telemetry.meter_provider.get_meter("tests.otel").create_histogram(
-        "inferwatch.request.duration", unit="s"
+        "inferwatch.request.duration",
+        unit="s",
+        explicit_bucket_boundaries_advisory=DURATION_BUCKETS_S,
     )
     trace_ids = set()
     for value in (0.002, 0.03, 0.7):  # three different buckets: one exemplar each
