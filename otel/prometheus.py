@@ -67,6 +67,26 @@ class MetricsServer:
         self._thread.join()
 
 
+def prefers_openmetrics(accept: str) -> bool:
+    """Whether an Accept header ranks OpenMetrics at least as high as any other type (by q)."""
+    openmetrics, other = 0.0, 0.0
+    for media_range in accept.split(","):
+        media_type, *parameters = (part.strip() for part in media_range.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media_type.lower() == "application/openmetrics-text":
+            openmetrics = max(openmetrics, quality)
+        elif media_type:
+            other = max(other, quality)
+    return openmetrics > 0 and openmetrics >= other
+
+
 class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], reader: PrometheusReader) -> None:
         self.reader = reader
@@ -79,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.NOT_FOUND)
             return
         assert isinstance(self.server, _Server)
-        openmetrics = "application/openmetrics-text" in self.headers.get("Accept", "")
+        openmetrics = prefers_openmetrics(self.headers.get("Accept", ""))
         try:
             body = self.server.reader.scrape(openmetrics=openmetrics).encode()
         except Exception:
