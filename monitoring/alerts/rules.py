@@ -67,9 +67,14 @@ class AlertRule:
         }
 
 
+# OTLP log records carry the data model's display names: Python's WARNING is WARN, CRITICAL FATAL.
+_ERRORS = ("ERROR", "FATAL")
+_WARNINGS = ("WARN", *_ERRORS)
+
+
 def _model_logs() -> LogSearch:
     """The model server's error lines about the model (they read `model <name>:<version>…`)."""
-    return LogSearch(MODEL_SERVER_SERVICE, ("ERROR", "CRITICAL"), f"model {_SUBJECT}:")
+    return LogSearch(MODEL_SERVER_SERVICE, _ERRORS, f"model {_SUBJECT}:")
 
 
 def _model_traces(*extra: TraceCondition) -> TraceSearch:
@@ -77,7 +82,7 @@ def _model_traces(*extra: TraceCondition) -> TraceSearch:
 
 
 def _service_logs() -> LogSearch:
-    return LogSearch(_SUBJECT, ("WARNING", "ERROR", "CRITICAL"))
+    return LogSearch(_SUBJECT, _WARNINGS)
 
 
 def _service_traces() -> TraceSearch:

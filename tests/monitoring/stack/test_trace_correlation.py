@@ -2,6 +2,7 @@
 send: a real model server and gateway export OTLP to a test receiver; their log records are
 mapped the way Loki stores OTLP logs, using the shipped loki.yaml."""
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,11 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 
 from monitoring.alerts.rules import RULES
+from otel.logs import install_otlp_handler, remove_log_handlers
 from tests.conftest import wait_until
 from tests.gateway.servers import GatewayProcess
 from tests.model_server.server_process import ServerProcess
@@ -140,3 +144,19 @@ def test_alert_links_search_fields_the_services_emit(exported: tuple[Received, s
                 assert name in resource_attributes, (rule.name, condition.field)
             else:
                 assert condition.field in {"status", "duration"}, condition.field  # intrinsics
+
+
+def test_alert_log_searches_keep_severities_the_services_send() -> None:
+    exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    handler = install_otlp_handler(provider)
+    try:
+        for level in (logging.WARNING, logging.ERROR, logging.CRITICAL):
+            logging.getLogger("tests.severity").log(level, "a line at %s", level)
+    finally:
+        remove_log_handlers([handler])
+    sent = {data.log_record.severity_text for data in exporter.get_finished_logs()}
+    assert len(sent) == 3
+    for rule in RULES:
+        assert set(rule.logs.severities) <= sent, (rule.name, rule.logs.severities, sent)
