@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from monitoring.alerts.webhook import WebhookServer
@@ -19,16 +20,25 @@ from tests.model_server.server_process import ServerProcess
 from tests.monitoring.stack.paths import ALERTMANAGER_CONFIG, PROMETHEUS_CONFIG, PROMETHEUS_RULES
 from tests.otel.support import free_port
 
-FAULTED_MODELS = ("slow", "failing", "shifted", "crowded", "mislabelled")
+FAULTED_MODELS = ("slow", "failing", "shifted", "crowded", "mislabelled", "hesitant")
 """Copies of digits, each sent one fault; `digits` itself gets only healthy traffic."""
 MISLABELLED_LABELS = [str((digit + 1) % 10) for digit in range(10)]
 """mislabelled names class i `i + 1`: wrong on purpose, so its true labels disagree."""
 UNLOADABLE = "broken"
 
 
+class _Hesitant(torch.nn.Module):
+    """The digits signature with every class equally likely: confidence 0.1 on every row."""
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = pixels.shape[0]
+        return torch.full((rows, 10), 0.1), torch.zeros(rows, dtype=torch.int64)
+
+
 def model_repository(root: Path, digits_version: Path) -> Path:
     """digits, its faulted copies (crowded: a one-request queue; mislabelled: its class names
-    shifted by one), and a version that won't load."""
+    shifted by one; hesitant: a module that is sure of nothing), and a version that won't
+    load."""
     for name in ("digits", *FAULTED_MODELS, UNLOADABLE):
         shutil.copytree(digits_version, root / name / "1")
         config_path = root / name / "1" / "config.json"
@@ -44,6 +54,8 @@ def model_repository(root: Path, digits_version: Path) -> Path:
             config["labels"] = MISLABELLED_LABELS
         config_path.write_text(json.dumps(config))
     (root / UNLOADABLE / "1" / "model.pt").write_bytes(b"not a TorchScript archive")
+    hesitant = torch.jit.script(_Hesitant())
+    hesitant.save(str(root / "hesitant" / "1" / "model.pt"))  # type: ignore[no-untyped-call]
     return root
 
 

@@ -45,6 +45,7 @@ EXPECTED = {
     ("InferWatchTelemetryDrops", "inferwatch-gateway"),
     ("InferWatchTargetDown", "otel-collector"),
     ("InferWatchAccuracyBelowFloor", "mislabelled"),
+    ("InferWatchLowConfidence", "hesitant"),
 }
 """(alert, subject) pairs that must fire: each fault, where it was injected."""
 HEALTHY = {"digits", "inferwatch-model-server", "prometheus"}
@@ -154,6 +155,7 @@ def stack(
         traffic.start(traffic.grpc("shifted", invert=True), 0.1)
         traffic.start(traffic.burst("crowded", 4), 0.3)
         traffic.start(traffic.labelled("mislabelled"), 0.1)
+        traffic.start(traffic.grpc("hesitant"), 0.1)
         try:
             prometheus.poll("/api/v1/alerts", lambda _: _firing(prometheus) >= EXPECTED, WAIT_S)
         except AssertionError:
