@@ -1,8 +1,10 @@
 """REST JSON (and Triton's binary tensor data extension) <-> Open Inference Protocol protobuf.
 
-Input tensors always travel to the model server as `raw_input_contents`: JSON data is checked
-against its datatype and shape and packed little-endian, binary data is sliced out of the body.
-Every error is an InvalidRequestError naming the field, e.g. `inputs[0].data[5]`.
+Input tensors always travel to the model server as `raw_input_contents`: JSON data (flat, or
+nested exactly to the shape) is checked against its datatype and shape and packed little-endian,
+binary data is sliced out of the body. Every error in a request is an InvalidRequestError naming
+the field, e.g. `inputs[0].data[5]`. An output holding NaN or infinity goes back as binary data
+only: JSON cannot express it.
 
 Binary tensor data: the `Inference-Header-Content-Length` header gives the length of the JSON
 part; an input with `parameters.binary_data_size` takes that many bytes of what follows, in
@@ -12,14 +14,15 @@ request parameter `binary_data_output: true`) comes back the same way.
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.errors import BadGatewayError, InvalidRequestError
+from gateway.errors import BadGatewayError, InvalidRequestError, UnrepresentableOutputError
 from gateway.feedback import Merged
 from gateway.schemas import (
     FeedbackItemResult,
@@ -94,7 +97,8 @@ def infer_request_to_pb(
     """Decode an inference request body; `json_length` is the binary extension's header."""
     if json_length is not None and json_length > len(body):
         raise InvalidRequestError(
-            f"inference-header-content-length: {json_length} is beyond the body's {len(body)} bytes"
+            f"header.inference-header-content-length: {json_length} is beyond the body's "
+            f"{len(body)} bytes"
         )
     header = body if json_length is None else body[:json_length]
     try:
@@ -196,35 +200,58 @@ def _pack(
     shape: list[int],
     count: int,
 ) -> bytes:
-    """JSON tensor data -> raw little-endian bytes, checked against datatype and shape."""
+    """JSON tensor data, flat or nested exactly to the shape -> raw little-endian bytes, checked
+    against datatype and shape."""
     flat = data
     types = set(map(type, flat))
-    if list in types:
-        flat = list(_flatten(data))
+    nested = list in types and bool(shape)
+    if nested:
+        flat = _unnest(field, data, shape)
         types = set(map(type, flat))
     allowed, kind = (
         _BOOLEANS if datatype == "BOOL" else _NUMBERS if dtype.kind == "f" else _INTEGERS
     )
     if not types <= allowed:
         position = next(i for i, value in enumerate(flat) if type(value) not in allowed)
+        where = _index_path(position, shape) if nested else f"[{position}]"
         raise InvalidRequestError(
-            f"{field}[{position}]: {flat[position]!r} is not valid for {datatype} (needs {kind})"
+            f"{field}{where}: {flat[position]!r} is not valid for {datatype} (needs {kind})"
         )
     if len(flat) != count:
         raise InvalidRequestError(f"{field}: holds {len(flat)} values; shape {shape} needs {count}")
     try:
-        return np.array(flat, dtype=dtype).tobytes()
-    except OverflowError:
+        with np.errstate(over="raise"):  # FP16 and FP32 would round a large value to infinity
+            return np.array(flat, dtype=dtype).tobytes()
+    except (OverflowError, FloatingPointError):
         raise InvalidRequestError(f"{field}: a value is out of range for {datatype}") from None
 
 
-def _flatten(data: list[Any]) -> Iterator[Any]:
-    """Row-major elements of nested lists."""
-    for value in data:
-        if type(value) is list:
-            yield from _flatten(value)
-        else:
-            yield value
+def _unnest(field: str, data: list[Any], shape: list[int]) -> list[Any]:
+    """Row-major values of `data`, which must be nested exactly to `shape`: one level of arrays
+    per dimension, each as long as its dimension."""
+    level: list[Any] = [data]
+    for depth, size in enumerate(shape):
+        if level and (set(map(type, level)) != {list} or set(map(len, level)) != {size}):
+            index = next(
+                i for i, item in enumerate(level) if type(item) is not list or len(item) != size
+            )
+            item = level[index]
+            if type(item) is list:
+                problem = f"holds {len(item)} values; shape {shape} needs {size}"
+            else:
+                problem = f"{item!r} is not an array; shape {shape} needs an array of {size}"
+            raise InvalidRequestError(f"{field}{_index_path(index, shape[:depth])}: {problem}")
+        level = list(chain.from_iterable(level))
+    return level
+
+
+def _index_path(index: int, dimensions: Sequence[int]) -> str:
+    """Row-major position `index` in an array of these dimensions, e.g. `[1][6]`."""
+    parts: list[int] = []
+    for size in reversed(dimensions):
+        index, part = divmod(index, size)
+        parts.append(part)
+    return "".join(f"[{part}]" for part in reversed(parts))
 
 
 def _flag(parameters: Parameters | None, name: str, field: str) -> bool:
@@ -305,7 +332,12 @@ def infer_response_to_body(
     if response.parameters:
         document["parameters"] = _json_parameters(response.parameters)
     document["outputs"] = outputs
-    body = json.dumps(document, separators=(",", ":")).encode()
+    try:
+        body = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        raise BadGatewayError(
+            "model server answered a parameter that JSON cannot express (NaN or infinity)"
+        ) from None
     if not blobs:
         return body, None
     return b"".join([body, *blobs]), len(body)
@@ -315,7 +347,13 @@ def _unpack(name: str, datatype: str, data: bytes) -> list[Any]:
     dtype = NUMPY_DTYPES.get(datatype)
     if dtype is None or len(data) % dtype.itemsize:
         raise BadGatewayError(f"model server answered output {name!r} as unreadable {datatype}")
-    values: list[Any] = np.frombuffer(data, dtype=dtype).tolist()
+    array = np.frombuffer(data, dtype=dtype)
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        raise UnrepresentableOutputError(
+            f"output {name!r}: holds NaN or infinite values, which JSON cannot express; ask for "
+            "it as binary data (parameters.binary_data: true on the output)"
+        )
+    values: list[Any] = array.tolist()
     return values
 
 

@@ -2,8 +2,9 @@
 
 The REST layer converts JSON to protobuf and calls one method here; every failure is a
 `GatewayError`. A request without a version gets one from the traffic split (when the model has
-one); the pool orders the model servers to try; a model server that is unreachable or has the
-model not ready (UNAVAILABLE) passes the request to the next one while the deadline allows.
+one); the pool orders the model servers to try; a model server that is unreachable, has the
+model not ready (UNAVAILABLE) or does not have it (NOT_FOUND) passes the request to the next one
+while the deadline allows.
 """
 
 import asyncio
@@ -13,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from gateway import __version__
-from gateway.errors import DeadlineExceededError, UnavailableError
+from gateway.errors import DeadlineExceededError, NotFoundError, UnavailableError
 from gateway.feedback import Merged, merge_answers
 from gateway.pool import BackendPool
 from gateway.settings import GatewaySettings
@@ -116,10 +117,13 @@ class GatewayCore:
         timeout_s: float | None,
         ask: Callable[[Backend, float], Awaitable[Answer]],
     ) -> Answer:
-        """The first answer of the candidates that is not UNAVAILABLE, within the deadline: the
-        client's timeout, at most the configured request timeout."""
+        """The first answer of the candidates that is neither UNAVAILABLE nor NOT_FOUND, within
+        the deadline: the client's timeout, at most the configured request timeout. When every
+        candidate fails so, UNAVAILABLE wins: the model server that was down may have the model.
+        """
         deadline = time.monotonic() + min(timeout_s or math.inf, self._max_timeout_s)
         unavailable: UnavailableError | None = None
+        not_found: NotFoundError | None = None
         for backend in await self.pool.candidates(name, version):
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
@@ -129,5 +133,8 @@ class GatewayCore:
             except UnavailableError as error:
                 self.pool.suspect(name, version)
                 unavailable = error
-        assert unavailable is not None  # candidates are never empty
-        raise unavailable
+            except NotFoundError as error:
+                not_found = error
+        failure = unavailable or not_found
+        assert failure is not None  # candidates are never empty
+        raise failure

@@ -14,7 +14,7 @@ from typing import ClassVar
 class GatewayError(Exception):
     """Base class; `status` is the HTTP status, `headers` go with the answer."""
 
-    status: ClassVar[HTTPStatus] = HTTPStatus.INTERNAL_SERVER_ERROR
+    status: ClassVar[int] = HTTPStatus.INTERNAL_SERVER_ERROR
     headers: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
 
@@ -22,6 +22,13 @@ class InvalidRequestError(GatewayError):
     """The request is malformed or does not match the model (names the field)."""
 
     status = HTTPStatus.BAD_REQUEST
+
+
+class ClientClosedRequestError(GatewayError):
+    """The client closed the connection before its request was read; nobody gets the answer,
+    the status is for the access log, metrics and span (nginx's 499)."""
+
+    status = 499
 
 
 class UnauthorizedError(GatewayError):
@@ -57,6 +64,12 @@ class TooManyRequestsError(GatewayError):
 
 class UpstreamFailedError(GatewayError):
     """The model server failed while handling the request."""
+
+    status = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class UnrepresentableOutputError(GatewayError):
+    """A model output holds values JSON cannot carry (NaN, infinity); binary output can."""
 
     status = HTTPStatus.INTERNAL_SERVER_ERROR
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from gateway.converters import (
     feedback_request_to_pb,
@@ -19,7 +20,12 @@ from gateway.converters import (
     server_metadata_from_pb,
 )
 from gateway.core import GatewayCore
-from gateway.errors import PayloadTooLargeError, UnsupportedMediaTypeError
+from gateway.errors import (
+    ClientClosedRequestError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
 from gateway.schemas import (
     ErrorResponse,
     FeedbackResponse,
@@ -123,38 +129,47 @@ _FEEDBACK_BODY = {
 }
 
 
-#: Body types an inference request may declare: JSON, or the binary tensor extension's octet
-#: stream. No Content-Type at all is taken as JSON.
-_BODY_TYPES = frozenset({"application/json", "application/octet-stream"})
-
-
 class BodyReader:
-    """Dependency: the request body; 415 for a Content-Type that is not JSON or binary tensor
-    data, 413 above `limit` bytes."""
+    """Dependency: the request body; 415 for a Content-Type that is not JSON (none at all is
+    taken as JSON) or, with `binary`, the binary tensor extension's octet stream; 413 above
+    `limit` bytes; 499 when the client goes away while sending it."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, binary: bool) -> None:
         self._limit = limit
+        self._binary = binary
 
     async def __call__(self, request: Request) -> bytes:
         declared_type = request.headers.get("content-type")
         if declared_type is not None:
-            media_type = declared_type.partition(";")[0].strip().lower()
-            if media_type not in _BODY_TYPES and not media_type.endswith("+json"):
-                raise UnsupportedMediaTypeError(
-                    f"header.content-type: {media_type!r} is not supported; send "
-                    "application/json, or application/octet-stream with the "
-                    "Inference-Header-Content-Length header"
-                )
+            self._check_media_type(declared_type, request)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._limit:
             raise PayloadTooLargeError(self._too_large(int(declared)))
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self._limit:
-                raise PayloadTooLargeError(self._too_large(size))
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self._limit:
+                    raise PayloadTooLargeError(self._too_large(size))
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise ClientClosedRequestError("the client closed the connection") from None
         return b"".join(chunks)
+
+    def _check_media_type(self, declared_type: str, request: Request) -> None:
+        media_type = declared_type.partition(";")[0].strip().lower()
+        if media_type == BINARY and self._binary:
+            if JSON_LENGTH_HEADER not in request.headers:
+                raise InvalidRequestError(f"header.{JSON_LENGTH_HEADER}: required with {BINARY}")
+        elif media_type != "application/json" and not media_type.endswith("+json"):
+            supported = (
+                f"application/json, or {BINARY} with the Inference-Header-Content-Length header"
+                if self._binary
+                else "application/json"
+            )
+            raise UnsupportedMediaTypeError(
+                f"header.content-type: {media_type!r} is not supported; send {supported}"
+            )
 
     def _too_large(self, size: int) -> str:
         return f"request body of {size} bytes or more is above the limit of {self._limit} bytes"
@@ -188,7 +203,8 @@ def health_router(core: GatewayCore) -> APIRouter:
 def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
     """Server metadata, and per model: metadata, readiness, inference."""
     router = APIRouter(tags=["inference"])
-    read_body = BodyReader(max_body_bytes)
+    read_infer_body = BodyReader(max_body_bytes, binary=True)
+    read_feedback_body = BodyReader(max_body_bytes, binary=False)
 
     @router.get("/v2", responses=error_responses())
     async def server_metadata() -> ServerMetadataResponse:
@@ -292,7 +308,7 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
     )
     async def model_infer(
         model_name: str,
-        body: Annotated[bytes, Depends(read_body)],
+        body: Annotated[bytes, Depends(read_infer_body)],
         x_request_timeout: RequestTimeout = None,
         inference_header_content_length: JsonLength = None,
     ) -> Response:
@@ -308,7 +324,7 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
     async def model_version_infer(
         model_name: str,
         model_version: str,
-        body: Annotated[bytes, Depends(read_body)],
+        body: Annotated[bytes, Depends(read_infer_body)],
         x_request_timeout: RequestTimeout = None,
         inference_header_content_length: JsonLength = None,
     ) -> Response:
@@ -331,7 +347,7 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
     )
     async def model_feedback(
         model_name: str,
-        body: Annotated[bytes, Depends(read_body)],
+        body: Annotated[bytes, Depends(read_feedback_body)],
         x_request_timeout: RequestTimeout = None,
     ) -> FeedbackResponse:
         """True labels for earlier predictions of the model, by response `id`: one result per
@@ -347,7 +363,7 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
     async def model_version_feedback(
         model_name: str,
         model_version: str,
-        body: Annotated[bytes, Depends(read_body)],
+        body: Annotated[bytes, Depends(read_feedback_body)],
         x_request_timeout: RequestTimeout = None,
     ) -> FeedbackResponse:
         """True labels for earlier predictions of one version of the model; a prediction of

@@ -11,6 +11,7 @@ same trace. gRPC status codes become
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequestError,
     NotFoundError,
+    PayloadTooLargeError,
     TooManyRequestsError,
     UnavailableError,
     UpstreamFailedError,
@@ -53,6 +55,13 @@ _ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
     grpc.StatusCode.DATA_LOSS: UpstreamFailedError,
 }
 """gRPC status -> gateway error; any other status is a BadGatewayError."""
+
+_MESSAGE_TOO_LARGE = re.compile(
+    r"(CLIENT|SERVER): (Sent|Received) message larger than max \((\d+) vs\. (\d+)\)"
+)
+"""gRPC core's RESOURCE_EXHAUSTED details for a message above a size limit: which side and
+direction found it, the message's size and the limit. Any other RESOURCE_EXHAUSTED is the
+model server's refusal for now (its queue is full): 429."""
 
 _RECONNECT_BACKOFF_MS = (100, 1000)
 """(initial, max) delay between reconnection attempts to a model server that went away: gRPC's
@@ -258,6 +267,10 @@ class Backend:
         if code is grpc.StatusCode.UNAVAILABLE and not reached:
             self._mark_reachable(False, details)
             return UnavailableError("model server unreachable; retry later")
+        if code is grpc.StatusCode.RESOURCE_EXHAUSTED and (
+            too_large := _MESSAGE_TOO_LARGE.search(details)
+        ):
+            return self._too_large(*too_large.groups())
         self._mark_reachable(True, "")
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceededError("the model server did not answer within the timeout")
@@ -266,6 +279,26 @@ class Backend:
             logger.warning("model server %s answered %s: %s", self.address, code.name, details)
             return kind(f"model server answered {code.name}: {details}")
         return kind(details)
+
+    def _too_large(self, side: str, action: str, size: str, limit: str) -> GatewayError:
+        """A message above a limit: a request (ours to send, the model server's to receive)
+        is 413; an answer is 502, logged at INFO only: any client can provoke one at will."""
+        whose = "the gateway's" if side == "CLIENT" else "the model server's"
+        if (side, action) in (("CLIENT", "Sent"), ("SERVER", "Received")):
+            return PayloadTooLargeError(
+                f"body: the request encodes to a {size}-byte gRPC message, above {whose} "
+                f"limit of {limit} bytes"
+            )
+        logger.info(
+            "model server %s: an answer of %s bytes is above %s limit of %s bytes",
+            self.address,
+            size,
+            whose,
+            limit,
+        )
+        return BadGatewayError(
+            f"the model server's answer of {size} bytes is above {whose} limit of {limit} bytes"
+        )
 
     def _mark_reachable(self, reachable: bool, details: str) -> None:
         """Logs the changes only: a model server that stays down is not logged per request."""

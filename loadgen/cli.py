@@ -4,6 +4,7 @@
     inferwatch-load --target http://127.0.0.1:8000 --rate 200 --requests 5000 --drift invert
     inferwatch-load --malformed-ratio 0.05 --fault-error-ratio 0.02 --burst 4:2:10 --json out.json
     inferwatch-load --rate 50 --duration 600 --label-ratio 0.3 --label-delay 5 --wrong-labels
+    GATEWAY_KEY=k-1 inferwatch-load --target http://127.0.0.1:8000 --api-key-env GATEWAY_KEY
 
 A live progress line on a terminal (stderr), then a summary table (stdout); Ctrl-C stops early
 and still prints it. The fault switches that act inside the model server need it started with
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -172,6 +174,13 @@ def _parser() -> argparse.ArgumentParser:
         "then sees a model that is almost always wrong, its live accuracy falls near 0 and, "
         "with 100 labels in the window, the accuracy alert fires after its 10 min hold",
     )
+    parser.add_argument(
+        "--api-key-env",
+        metavar="VARIABLE",
+        help="send the API key held in this environment variable with every request "
+        "(Authorization: Bearer, as gRPC metadata too), e.g. for a gateway with "
+        "GATEWAY_API_KEYS; read from the environment so it stays out of the process list",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault and label draws")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the summary here")
     return parser
@@ -193,6 +202,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Plan, payloads.M
         parser.error("--wrong-labels: needs --label-ratio above 0")
     if not 0 <= args.fault_delay <= 60_000:
         parser.error(f"--fault-delay: {args.fault_delay} is not from 0 to 60000 ms")
+    args.headers = _auth_headers(parser, args.api_key_env)
     mix = payloads.Mix(
         malformed=args.malformed_ratio,
         fault_error=args.fault_error_ratio,
@@ -218,11 +228,27 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Plan, payloads.M
     return args, plan, mix
 
 
-def transport_for(target: str, model: str, timeout_s: float) -> Transport:
-    """The transport a `--target` names (call inside the event loop)."""
+def _auth_headers(parser: argparse.ArgumentParser, variable: str | None) -> dict[str, str]:
+    """The Authorization header for `--api-key-env`; errors never show the key."""
+    if variable is None:
+        return {}
+    key = os.environ.get(variable, "")
+    if not key:
+        parser.error(f"--api-key-env: the environment variable {variable} is not set or empty")
+    if not all("!" <= character <= "~" for character in key):
+        parser.error(
+            f"--api-key-env: the key in {variable} holds a character a header cannot carry "
+            "(space, control or non-ASCII)"
+        )
+    return {"authorization": f"Bearer {key}"}
+
+
+def transport_for(target: str, model: str, timeout_s: float, headers: dict[str, str]) -> Transport:
+    """The transport a `--target` names, sending `headers` with every request (call inside
+    the event loop)."""
     if target.startswith("grpc://"):
-        return GrpcTransport(target.removeprefix("grpc://"), timeout_s)
-    return HttpTransport(target, model, timeout_s)
+        return GrpcTransport(target.removeprefix("grpc://"), timeout_s, headers)
+    return HttpTransport(target, model, timeout_s, headers)
 
 
 async def wait_ready(transport: Transport, model: str, timeout_s: float) -> str | None:
@@ -236,7 +262,7 @@ async def wait_ready(transport: Transport, model: str, timeout_s: float) -> str 
 
 
 async def _run(args: argparse.Namespace, plan: Plan, body_set: payloads.Payloads) -> int:
-    transport = transport_for(args.target, args.model, args.timeout)
+    transport = transport_for(args.target, args.model, args.timeout, args.headers)
     try:
         reason = await wait_ready(transport, args.model, args.wait_ready)
         if reason is not None:

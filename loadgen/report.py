@@ -36,6 +36,8 @@ def summary(
         "concurrency": plan.concurrency,
         "rate": plan.rate,
         "measured_s": elapsed,
+        "rates_over": "window" if run.window_is_duration else "until_last_answer",
+        "drain_s": run.drain_s,
         "requests": recorder.total,
         "ok": len(recorder.latencies),
         "errors": recorder.errors,
@@ -71,6 +73,7 @@ def table(result: dict[str, Any]) -> str:
             if latency
             else "no successful request"
         ),
+        _rates_line(result),
     ]
     if result["accuracy"] is not None:
         lines.append(f"accuracy    {result['accuracy']:.3f} (label against the test split)")
@@ -83,6 +86,16 @@ def table(result: dict[str, Any]) -> str:
     for status, detail in sorted(result["error_details"].items()):
         lines.append(f"{status}: {detail}")
     return "\n".join(lines)
+
+
+def _rates_line(result: dict[str, Any]) -> str:
+    """How req/s was computed: the answers it counts over the seconds it divides by."""
+    if result["rates_over"] == "until_last_answer":
+        return "rates       over the time from the first request to the last answer"
+    line = "rates       over the measured window, counting every request due in it"
+    if round(result["drain_s"], 1):
+        line += f" (its last answer came {result['drain_s']:.1f} s after the window)"
+    return line
 
 
 def _labels_line(labels: dict[str, Any]) -> str:

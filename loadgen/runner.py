@@ -3,7 +3,10 @@ answered) or open loop (requests started on a schedule, whether or not earlier o
 for a duration or a request count, with optional bursts above the base load.
 
 Latency is measured from when a request was due: in the open loop a late start counts, so a
-stalled server cannot hide behind a stalled client (no coordinated omission).
+stalled server cannot hide behind a stalled client (no coordinated omission). Every request
+due inside the measured window is recorded however late it ends: the run waits for the last
+of them (each ends within the transport's timeout), so a server that stalls near the end of
+the window shows its timeouts and latencies. Requests due during the warmup are not recorded.
 """
 
 import asyncio
@@ -79,18 +82,34 @@ class Run:
         self._measure_start = 0.0
         self._end = float("inf")
         self._stop = asyncio.Event()
+        self._stopped_at = float("inf")
         self._last_answer = 0.0
         self._window_end: float | None = None
 
     @property
     def elapsed_s(self) -> float:
-        """Measured seconds: since the warmup ended, up to now while running; once done, up to
-        the end of the duration, or to the last recorded answer (count reached, or stopped)."""
+        """Measured seconds: since the warmup ended, up to now while running; once done, the
+        duration (`window_is_duration`), or up to the last recorded answer (count reached, or
+        stopped early)."""
         end = self._window_end if self._window_end is not None else time.perf_counter()
         return max(0.0, min(end, self._end) - self._measure_start)
 
+    @property
+    def window_is_duration(self) -> bool:
+        """Whether the measured time is the configured duration, which ran to its end."""
+        return self._window_end == self._end
+
+    @property
+    def drain_s(self) -> float:
+        """Seconds from the end of the measured time to the last answer recorded (to a request
+        due inside it): how long the run waited for late answers."""
+        if not self._last_answer:
+            return 0.0
+        return max(0.0, self._last_answer - (self._measure_start + self.elapsed_s))
+
     def stop(self) -> None:
         """Stop sending; requests in flight still finish."""
+        self._stopped_at = min(self._stopped_at, time.perf_counter())
         self._stop.set()
 
     async def run(self) -> None:
@@ -109,8 +128,7 @@ class Run:
                 extra = round(plan.concurrency * (plan.burst.factor - 1))
                 workers += [self._worker(burst_only=True) for _ in range(extra)]
             await asyncio.gather(*workers)
-        stopped_early = self._stop.is_set() and time.perf_counter() < self._end
-        if self.plan.duration_s is not None and not stopped_early:
+        if self.plan.duration_s is not None and self._stopped_at >= self._end:
             self._window_end = self._end
         else:
             self._window_end = self._last_answer or time.perf_counter()
@@ -128,7 +146,7 @@ class Run:
         kind, body, label = self._payloads.pick(index, draw)
         answer = await self._transport.send(body)
         done = time.perf_counter()
-        if self._measure_start <= done <= self._end:
+        if due >= self._measure_start:
             self._last_answer = done
             self._recorder.record(kind, answer, done - due, label)
             if self._labeller is not None and answer.status == OK and answer.id:

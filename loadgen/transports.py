@@ -7,7 +7,7 @@ Bodies are encoded once before the run (`loadgen.payloads`), so gRPC sends them 
 import asyncio
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -76,11 +76,15 @@ class Transport(Protocol):
 
 
 class GrpcTransport:
-    """One channel to a model server; every request on it (HTTP/2 multiplexing)."""
+    """One channel to a model server; every request on it (HTTP/2 multiplexing), with
+    `headers` as metadata (names in lower case)."""
 
-    def __init__(self, address: str, timeout_s: float) -> None:
+    def __init__(
+        self, address: str, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.target = f"grpc://{address}"
         self._timeout_s = timeout_s
+        self._metadata = tuple((headers or {}).items())
         options = [
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
@@ -93,14 +97,18 @@ class GrpcTransport:
     async def ready(self, model: str) -> str | None:
         """ModelReady."""
         try:
-            answer = await self._stub.ModelReady(pb.ModelReadyRequest(name=model), timeout=2)
+            answer = await self._stub.ModelReady(
+                pb.ModelReadyRequest(name=model), timeout=2, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as error:
             return f"{error.code().name}: {error.details()}"
         return None if answer.ready else f"model {model!r} is not ready"
 
     async def send(self, body: bytes, traceparent: str | None = None) -> Answer:
         """ModelInfer with a prepared request; the label is read from the response."""
-        metadata = None if traceparent is None else (("traceparent", traceparent),)
+        metadata = self._metadata
+        if traceparent is not None:
+            metadata += (("traceparent", traceparent),)
         trace_id = "" if traceparent is None else traceparent.split("-")[1]
         try:
             raw = await self._infer(body, timeout=self._timeout_s, metadata=metadata)
@@ -114,7 +122,9 @@ class GrpcTransport:
         items = [mon_pb.FeedbackItem(id=response_id, label=label) for response_id, label in labels]
         try:
             answer = await self._monitoring.Feedback(
-                mon_pb.FeedbackRequest(name=model, items=items), timeout=self._timeout_s
+                mon_pb.FeedbackRequest(name=model, items=items),
+                timeout=self._timeout_s,
+                metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as error:
             return [LabelResult(error.code().name)] * len(labels)
@@ -144,9 +154,12 @@ def _grpc_label(response: pb.ModelInferResponse) -> int | None:
 
 
 class HttpTransport:
-    """Keep-alive connections to the gateway, reused by whichever request is next."""
+    """Keep-alive connections to the gateway, reused by whichever request is next; `headers`
+    go with every request."""
 
-    def __init__(self, url: str, model: str, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, model: str, timeout_s: float, headers: Mapping[str, str] | None = None
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname or parts.port is None:
             raise ValueError(f"{url!r} is not http://HOST:PORT")
@@ -154,6 +167,7 @@ class HttpTransport:
         self._host, self._port = parts.hostname, parts.port
         self._path = f"/v2/models/{model}/infer"
         self._timeout_s = timeout_s
+        self._headers = {"Content-Type": "application/json", **(headers or {})}
         self._idle: list[http1.Connection] = []
 
     async def ready(self, model: str) -> str | None:
@@ -187,9 +201,9 @@ class HttpTransport:
     ) -> http1.Response | Answer:
         """The 200 response, or an Answer saying how the call failed."""
         connection = self._idle.pop() if self._idle else http1.Connection(self._host, self._port)
-        headers = {"Content-Type": "application/json"}
+        headers = self._headers
         if traceparent is not None:
-            headers["traceparent"] = traceparent
+            headers = {**headers, "traceparent": traceparent}
         try:
             response = await asyncio.wait_for(
                 connection.request(method, path, body, headers), self._timeout_s

@@ -59,7 +59,7 @@ _AVERAGE_WEIGHT = 0.2
 _MIN_WAIT_GAIN_ROWS = 0.5
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # eq=False: the queue finds an entry by identity
 class _Pending:
     inputs: Sequence[np.ndarray]
     rows: int
@@ -68,6 +68,8 @@ class _Pending:
     span_context: SpanContext
     enqueued_at: float = field(default_factory=time.monotonic)
     enqueued_ns: int = field(default_factory=time.time_ns)
+    queued: bool = True
+    """In the queue; False once taken for a batch."""
 
 
 class DynamicBatcher:
@@ -137,13 +139,19 @@ class DynamicBatcher:
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
         rows = inputs[0].shape[0]
         span_context = trace.get_current_span().get_span_context()
-        self._queue.append(_Pending(inputs, rows, deadline, future, span_context))
+        pending = _Pending(inputs, rows, deadline, future, span_context)
+        self._queue.append(pending)
         self._queued_rows += rows
         self._wakeup.set()
         try:
             return await future
         except asyncio.CancelledError:
-            future.cancel()  # the worker skips cancelled requests
+            future.cancel()
+            # Out of the queue at once (its caller gave up: a cancel, a passed deadline), so it
+            # no longer counts against the bound, the depth or the rows of the next batch.
+            if pending.queued:
+                self._queue.remove(pending)
+                self._queued_rows -= rows
             raise
 
     async def close(self) -> None:
@@ -198,7 +206,7 @@ class DynamicBatcher:
         )
 
     async def _wait_for_rows_or_delay(self, loop: asyncio.AbstractEventLoop) -> None:
-        while self._accepting and self._queued_rows < self._max_batch_size:
+        while self._accepting and self._queue and self._queued_rows < self._max_batch_size:
             remaining = self._queue[0].enqueued_at + self._max_queue_delay_s - time.monotonic()
             if remaining <= 0:
                 return
@@ -216,9 +224,8 @@ class DynamicBatcher:
             if batch and (not self._enabled or rows + pending.rows > self._max_batch_size):
                 break
             self._queue.popleft()
+            pending.queued = False
             self._queued_rows -= pending.rows
-            if pending.future.done():  # cancelled by its caller while queued
-                continue
             if pending.deadline is not None and pending.deadline <= now:
                 telemetry.rejected.add(1, self._expired)
                 pending.future.set_exception(

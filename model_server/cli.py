@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from model_server import __version__
+from model_server.grpc.server import BindError
 from model_server.server import ModelServer
 from model_server.settings import ModelServerSettings
 from otel import setup_telemetry
@@ -63,7 +64,8 @@ async def _serve(settings: ModelServerSettings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully (telemetry flushed); exit 0.
-    Invalid settings (a TLS file that cannot be used included): exit 2, naming the setting."""
+    Invalid settings (a TLS file that cannot be used included) or a gRPC address that cannot be
+    bound: exit 2, naming the setting."""
     try:
         settings = ModelServerSettings(**_parse_args(argv))  # type: ignore[arg-type]
     except ValidationError as error:
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     telemetry = setup_telemetry(settings, service_name=SERVICE_NAME, service_version=__version__)
     try:
         asyncio.run(_serve(settings))
+    except BindError as error:
+        print(f"cannot start the model server: {error}", file=sys.stderr)
+        return 2
     finally:
         telemetry.shutdown()
     return 0

@@ -7,9 +7,9 @@ call one method here and encode the result; every failure is an `InferenceError`
 import asyncio
 
 from model_server import __version__, faults
-from model_server.errors import ModelNotFoundError
+from model_server.errors import ModelNotFoundError, echo
 from model_server.feedback import FeedbackHub, Outcome
-from model_server.repository import ModelRepository, ModelState
+from model_server.repository import ModelRepository, ModelState, parse_version
 from model_server.signature import output_indices, validate_inputs
 from model_server.types import (
     InferRequest,
@@ -129,9 +129,10 @@ class InferenceCore:
         response id: one outcome per item (see `monitoring.feedback.join`)."""
         versions = self._repository.versions(name)
         if version:
-            if not any(version.isdigit() and int(version) == v.version for v in versions):
-                raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
-            version = str(int(version))
+            number = parse_version(version)
+            if number is None or not any(number == v.version for v in versions):
+                raise ModelNotFoundError(f"model {echo(name)} has no version {echo(version)}")
+            version = str(number)
         if self._feedback is None:
             raise ModelNotFoundError(
                 "feedback is off on this server (MODEL_SERVER_FEEDBACK_MAX_PREDICTIONS=0)"

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from model_server.errors import InvalidInputError
+from model_server.errors import InvalidInputError, echo
 
 #: Protocol datatype name -> numpy dtype (little-endian, as the protocol's raw format is).
 NUMPY_DTYPES: dict[str, np.dtype[np.generic]] = {
@@ -21,12 +21,9 @@ NUMPY_DTYPES: dict[str, np.dtype[np.generic]] = {
 }
 
 
-def numpy_dtype(datatype: str, field: str) -> np.dtype[np.generic]:
-    """The numpy dtype for a protocol datatype, or InvalidInputError naming `field`."""
-    try:
-        return NUMPY_DTYPES[datatype]
-    except KeyError:
-        supported = ", ".join(NUMPY_DTYPES)
-        raise InvalidInputError(
-            f"{field}: datatype {datatype!r} is not supported (supported: {supported})"
-        ) from None
+def unsupported_datatype(field: str, datatype: str) -> InvalidInputError:
+    """The error for a datatype that is not a protocol datatype, naming `field`."""
+    supported = ", ".join(NUMPY_DTYPES)
+    return InvalidInputError(
+        f"{field}: datatype {echo(datatype)} is not supported (supported: {supported})"
+    )

@@ -5,7 +5,13 @@ Every failure a client can cause or observe is one of these. Each transport maps
 the core never imports gRPC and the messages stay the same on every edge.
 """
 
+from collections.abc import Sequence
 from enum import Enum
+
+MAX_ECHO_CHARS = 100
+"""Characters of a client's string that an error message repeats."""
+MAX_ECHO_VALUES = 16
+"""Values of a client's list (a shape) that an error message repeats."""
 
 
 class ErrorCode(Enum):
@@ -18,6 +24,23 @@ class ErrorCode(Enum):
     FAILED_PRECONDITION = "failed_precondition"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL = "internal"
+
+
+def echo(value: str | float | Sequence[int]) -> str:
+    """A client-supplied value as an error message repeats it: a string quoted, a number as
+    written, a list (a shape) as a list; of a long string or list only the first
+    `MAX_ECHO_CHARS` characters or `MAX_ECHO_VALUES` values, then its length. Unbounded, a long
+    one made the gRPC status details exceed the 16 KiB metadata limit, and the client saw
+    RESOURCE_EXHAUSTED "Stream removed" instead of the error."""
+    if isinstance(value, str):
+        if len(value) <= MAX_ECHO_CHARS:
+            return repr(value)
+        return f"{value[:MAX_ECHO_CHARS]!r}…({len(value)} chars)"
+    if isinstance(value, int | float):
+        return repr(value)
+    if len(value) <= MAX_ECHO_VALUES:
+        return str(list(value))
+    return f"{list(value[:MAX_ECHO_VALUES])}…({len(value)} values)"
 
 
 class InferenceError(Exception):
@@ -52,6 +75,12 @@ class ModelLoadFailedError(InferenceError):
 
 class QueueFullError(InferenceError):
     """The model's request queue is at its bound; retry later."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class ServerBusyError(InferenceError):
+    """As many ModelInfer calls as the server takes at once are in flight; retry later."""
 
     code = ErrorCode.RESOURCE_EXHAUSTED
 

@@ -14,7 +14,7 @@ parameter and the setting: a client can never switch faults on by itself.
 import asyncio
 from collections.abc import Mapping
 
-from model_server.errors import InferenceError, InvalidInputError
+from model_server.errors import InferenceError, InvalidInputError, echo
 from model_server.types import ParameterValue
 
 DELAY_MS = "inferwatch_fault_delay_ms"
@@ -43,11 +43,11 @@ async def inject(parameters: Mapping[str, ParameterValue], enabled: bool) -> Non
         if type(delay_ms) is not int or not 0 <= delay_ms <= MAX_DELAY_MS:
             raise InvalidInputError(
                 f"parameters.{DELAY_MS}: must be an integer from 0 to {MAX_DELAY_MS} "
-                f"(milliseconds), got {delay_ms!r}"
+                f"(milliseconds), got {echo(delay_ms)}"
             )
         await asyncio.sleep(delay_ms / 1000)
     if error is not None:
         if type(error) is not bool:
-            raise InvalidInputError(f"parameters.{ERROR}: must be true or false, got {error!r}")
+            raise InvalidInputError(f"parameters.{ERROR}: must be true or false, got {echo(error)}")
         if error:
             raise InjectedFaultError(f"injected fault (parameters.{ERROR} is true)")

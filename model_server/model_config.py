@@ -79,6 +79,15 @@ class MonitoringConfig(BaseModel):
     drift_top_k: Annotated[int, Field(ge=1)] | None = None
     """Monitor only the k features of largest reference spread (None: all features)."""
 
+    @model_validator(mode="after")
+    def _bounded_window(self) -> Self:
+        if self.drift_window_rows is None and self.drift_window_seconds is None:
+            raise ValueError(
+                "drift_window_rows and drift_window_seconds are both null: the drift window "
+                "needs a row bound, an age bound or both"
+            )
+        return self
+
 
 class ModelConfig(BaseModel):
     """Contents of `<repository>/<model>/<version>/config.json`."""

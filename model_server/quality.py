@@ -46,6 +46,22 @@ def load_drift_watch(
             inputs,
         )
         return None
+    index = inputs.index(reference.input) if reference.input else 0
+    spec = config.inputs[index]
+    features = len(reference.features)
+    # The monitor takes [rows, features]: any other input would fail it on every batch.
+    if features and spec.shape[1:] != (features,):
+        logger.warning(
+            "model %s:%d: drift reference describes %d features, input %r has shape %s (not "
+            "[-1, %d]); drift not monitored",
+            name,
+            version,
+            features,
+            spec.name,
+            list(spec.shape),
+            features,
+        )
+        return None
     monitoring = config.monitoring
     drift_config = DriftConfig(
         window_rows=monitoring.drift_window_rows,
@@ -53,7 +69,7 @@ def load_drift_watch(
         top_k=monitoring.drift_top_k,
     )
     monitor = DriftMonitor(reference, drift_config, model=name, version=str(version))
-    return DriftWatch(monitor, inputs.index(reference.input) if reference.input else 0)
+    return DriftWatch(monitor, index)
 
 
 def batch_observer(

@@ -16,9 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from model_server.errors import InvalidInputError, ModelLoadFailedError, ModelNotFoundError
+from model_server.errors import InvalidInputError, ModelLoadFailedError, ModelNotFoundError, echo
 from model_server.heap import freeze_long_lived
-from model_server.repository import ModelRepository, ModelState, ModelVersion, version_directories
+from model_server.repository import (
+    MAX_VERSION_DIGITS,
+    ModelRepository,
+    ModelState,
+    ModelVersion,
+    parse_version,
+    version_directories,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +83,13 @@ class ModelReloader:
         number = _version_number(version)
         on_disk = await asyncio.to_thread(_versions_on_disk, self._repository.root / name)
         if on_disk is None:
-            raise ModelNotFoundError(f"model_name {name!r}: no such model directory")
+            raise ModelNotFoundError(f"model_name {echo(name)}: no such model directory")
         if not on_disk:
-            raise ModelNotFoundError(f"model_name {name!r}: its directory holds no version")
+            raise ModelNotFoundError(f"model_name {echo(name)}: its directory holds no version")
         if number is not None and number not in on_disk:
             raise ModelNotFoundError(
-                f"model_version {version!r}: model {name!r} has no version directory {number}"
+                f"model_version {echo(version)}: model {echo(name)} has no version directory "
+                f"{number}"
             )
         numbers = [number] if number is not None else sorted(on_disk, reverse=True)
         loaded = await _to_the_end(self._load_versions(name, numbers))
@@ -98,13 +106,13 @@ class ModelReloader:
         _check_model_name(name)
         number = _version_number(version)
         if name not in self._repository.model_names():
-            raise ModelNotFoundError(f"model_name {name!r}: no such model in the repository")
+            raise ModelNotFoundError(f"model_name {echo(name)}: no such model in the repository")
         versions = self._repository.versions(name)
         if number is not None:
             versions = [entry for entry in versions if entry.version == number]
             if not versions:
                 raise ModelNotFoundError(
-                    f"model_version {version!r}: model {name!r} has no version {number}"
+                    f"model_version {echo(version)}: model {echo(name)} has no version {number}"
                 )
         await _to_the_end(self._unload_versions(versions))
 
@@ -125,7 +133,7 @@ class ModelReloader:
         served = self._repository.root.name
         if repository_name and repository_name != served:
             raise ModelNotFoundError(
-                f"repository_name {repository_name!r}: this server serves one repository, "
+                f"repository_name {echo(repository_name)}: this server serves one repository, "
                 f"{served!r}"
             )
 
@@ -194,16 +202,20 @@ def _check_model_name(name: str) -> None:
     if not name:
         raise InvalidInputError("model_name is empty")
     if Path(name).name != name or name in (".", "..") or "\0" in name:
-        raise InvalidInputError(f"model_name {name!r}: not a model directory name")
+        raise InvalidInputError(f"model_name {echo(name)}: not a model directory name")
 
 
 def _version_number(version: str) -> int | None:
     """None for an empty version; INVALID_ARGUMENT unless a positive integer."""
     if not version:
         return None
-    if not (version.isascii() and version.isdigit()) or int(version) == 0:
-        raise InvalidInputError(f"model_version {version!r}: not a positive integer")
-    return int(version)
+    number = parse_version(version)
+    if not number:
+        raise InvalidInputError(
+            f"model_version {echo(version)}: not a positive integer of at most "
+            f"{MAX_VERSION_DIGITS} digits"
+        )
+    return number
 
 
 def _versions_on_disk(model_dir: Path) -> list[int] | None:

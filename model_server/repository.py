@@ -14,7 +14,7 @@ from pathlib import Path
 
 from model_server import quality, telemetry
 from model_server.batcher import DynamicBatcher
-from model_server.errors import ModelNotFoundError, ModelNotReadyError
+from model_server.errors import ModelNotFoundError, ModelNotReadyError, echo
 from model_server.feedback import FeedbackHub, PredictionRecorder
 from model_server.model_config import ModelConfig, ModelConfigError
 from model_server.torchscript_model import ModelLoadError, TorchScriptModel
@@ -23,6 +23,8 @@ from monitoring.drift import DriftReport
 logger = logging.getLogger(__name__)
 
 _VERSION_DIR = re.compile(r"^[1-9][0-9]*$")
+MAX_VERSION_DIGITS = 18
+"""Longest version number a request may name (it fits an int64)."""
 
 
 class ModelState(Enum):
@@ -97,10 +99,12 @@ class ModelRepository:
         try:
             return [v for _, v in sorted(self._models[name].items())]
         except KeyError:
-            raise ModelNotFoundError(f"model {name!r} is not in the repository") from None
+            raise ModelNotFoundError(f"model {echo(name)} is not in the repository") from None
 
     async def load_all(self) -> None:
-        """Discover every model version under the root and load them one by one."""
+        """Discover every model version under the root and load them one by one. The gRPC port
+        is already open: a version that RepositoryModelLoad loaded (or is loading) meanwhile is
+        left to it."""
         if not self._root.is_dir():
             logger.error("model repository %s is not a directory; serving no models", self._root)
             return
@@ -111,11 +115,16 @@ class ModelRepository:
                 continue
             versions = self._models.setdefault(model_dir.name, {})
             for version_dir in version_dirs:
-                entry = ModelVersion(model_dir.name, int(version_dir.name), version_dir)
-                versions[entry.version] = entry
-                await self._load(entry)
+                number = int(version_dir.name)
+                async with self._changing:
+                    if number in versions:
+                        continue
+                    entry = ModelVersion(model_dir.name, number, version_dir)
+                    versions[number] = entry
+                    await self._load(entry)
 
     async def _load(self, entry: ModelVersion) -> None:
+        """Load a version: READY, or FAILED with its reason, never an exception."""
         try:
             config = ModelConfig.load(entry.path)
             if config.name is not None and config.name != entry.name:
@@ -124,28 +133,36 @@ class ModelRepository:
                     f"{entry.name!r}"
                 )
             model = await asyncio.to_thread(_load_and_check, entry.path, config)
+            drift = quality.load_drift_watch(entry.path, config, entry.name, entry.version)
+            feedback = (
+                self._feedback.recorder(entry.name, entry.version, config)
+                if self._feedback is not None
+                else None
+            )
+            batching = config.dynamic_batching
+            batcher = DynamicBatcher(
+                model.forward,
+                name=entry.label,
+                max_batch_size=config.max_batch_size,
+                max_queue_delay_s=batching.max_queue_delay_ms / 1000,
+                max_queue_size=batching.max_queue_size,
+                enabled=batching.enabled,
+                inline_forward_max_s=self._inline_forward_max_s,
+                skip_unproductive_delay=batching.skip_unproductive_delay,
+                attributes=entry.attributes,
+                observe_batch=quality.batch_observer(config, entry.attributes, drift),
+            )
         except (ModelConfigError, ModelLoadError) as exc:
             entry.state, entry.reason = ModelState.FAILED, str(exc)
             logger.error("model %s failed to load: %s", entry.label, exc)
             return
-        batching = config.dynamic_batching
-        entry.config = config
-        entry.drift = quality.load_drift_watch(entry.path, config, entry.name, entry.version)
-        if self._feedback is not None:
-            entry.feedback = self._feedback.recorder(entry.name, entry.version, config)
-        entry.batcher = DynamicBatcher(
-            model.forward,
-            name=entry.label,
-            max_batch_size=config.max_batch_size,
-            max_queue_delay_s=batching.max_queue_delay_ms / 1000,
-            max_queue_size=batching.max_queue_size,
-            enabled=batching.enabled,
-            inline_forward_max_s=self._inline_forward_max_s,
-            skip_unproductive_delay=batching.skip_unproductive_delay,
-            attributes=entry.attributes,
-            observe_batch=quality.batch_observer(config, entry.attributes, entry.drift),
-        )
-        entry.batcher.start()
+        except Exception as exc:  # a bug or a surprise of one version must not stop the others
+            entry.state, entry.reason = ModelState.FAILED, f"unexpected error: {exc!r}"
+            logger.exception("model %s failed to load: unexpected error", entry.label)
+            return
+        entry.config, entry.drift, entry.feedback = config, drift, feedback
+        entry.batcher = batcher
+        batcher.start()
         entry.state = ModelState.READY
         self._publish(entry.name)
         logger.info(
@@ -159,15 +176,16 @@ class ModelRepository:
         """The version a request names, or the newest ready one when `version` is empty."""
         versions = self._models.get(name)
         if versions is None:
-            raise ModelNotFoundError(f"model {name!r} is not in the repository")
+            raise ModelNotFoundError(f"model {echo(name)} is not in the repository")
         if not version:
             newest = self._newest.get(name)
             if newest is None:
-                raise ModelNotReadyError(f"model {name!r} has no ready version")
+                raise ModelNotReadyError(f"model {echo(name)} has no ready version")
             return newest
-        entry = versions.get(int(version)) if version.isdigit() else None
+        number = parse_version(version)
+        entry = None if number is None else versions.get(number)
         if entry is None:
-            raise ModelNotFoundError(f"model {name!r} has no version {version!r}")
+            raise ModelNotFoundError(f"model {echo(name)} has no version {echo(version)}")
         if entry.state is not ModelState.READY:
             # The reason stays in the server log: it can name server paths.
             raise ModelNotReadyError(
@@ -195,7 +213,10 @@ class ModelRepository:
         versions = self._models.get(name)
         if versions is None:
             return telemetry.UNKNOWN_MODEL, ""
-        return name, version if version.isdigit() and int(version) in versions else ""
+        if not version:
+            return name, ""
+        number = parse_version(version)
+        return name, str(number) if number is not None and number in versions else ""
 
     def drift_reports(self) -> Iterator[tuple[Mapping[str, str], DriftReport]]:
         """The latest drift report per ready version (for the drift gauges)."""
@@ -287,6 +308,15 @@ def version_directories(model_dir: Path) -> list[Path]:
         (p for p in model_dir.iterdir() if p.is_dir() and _VERSION_DIR.match(p.name)),
         key=lambda p: int(p.name),
     )
+
+
+def parse_version(version: str) -> int | None:
+    """The version number a request's version string names, or None: ASCII digits only (int()
+    refuses the digit "\u00b2" and reads the Arabic-Indic "\u0661" as 1), at most
+    `MAX_VERSION_DIGITS` of them."""
+    if version.isdigit() and version.isascii() and len(version) <= MAX_VERSION_DIGITS:
+        return int(version)
+    return None
 
 
 def _load_and_check(path: Path, config: ModelConfig) -> TorchScriptModel:

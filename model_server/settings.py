@@ -46,8 +46,10 @@ class ModelServerSettings(TelemetrySettings):
     max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     """Largest request or response message; bigger requests get RESOURCE_EXHAUSTED."""
     max_concurrent_rpcs: Annotated[int, Field(ge=0)] = 128
-    """Calls handled at once; beyond it grpc answers new calls RESOURCE_EXHAUSTED instead of
-    queueing them inside the server without bound (docs/RELIABILITY.md). 0: no limit."""
+    """ModelInfer calls handled at once; beyond it new ModelInfer calls are answered
+    RESOURCE_EXHAUSTED instead of queueing inside the server without bound (docs/RELIABILITY.md).
+    Other calls (health, readiness, metadata, feedback, repository) are not limited. 0: no
+    limit."""
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 10.0
     """On SIGTERM/SIGINT, how long in-flight requests may take to finish."""
     drift_interval_s: Annotated[float, Field(gt=0)] = 10.0

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from model_server.errors import InvalidInputError
+from model_server.errors import InvalidInputError, echo
 from model_server.model_config import ModelConfig
 from model_server.types import Tensor
 
@@ -12,13 +12,13 @@ def validate_inputs(config: ModelConfig, model: str, inputs: list[Tensor]) -> li
     by_name: dict[str, Tensor] = {}
     for tensor in inputs:
         if tensor.name in by_name:
-            raise InvalidInputError(f"input {tensor.name!r} is given more than once")
+            raise InvalidInputError(f"input {echo(tensor.name)} is given more than once")
         by_name[tensor.name] = tensor
     expected = [spec.name for spec in config.inputs]
     unknown = sorted(set(by_name) - set(expected))
     if unknown:
         raise InvalidInputError(
-            f"unknown input {unknown[0]!r} for model {model}; expected inputs: {expected}"
+            f"unknown input {echo(unknown[0])} for model {model}; expected inputs: {expected}"
         )
     arrays = []
     rows: int | None = None
@@ -69,7 +69,10 @@ def output_indices(config: ModelConfig, model: str, requested: list[str]) -> lis
     for name in requested:
         if name not in names:
             raise InvalidInputError(
-                f"requested output {name!r} is not an output of model {model}; outputs: {names}"
+                f"requested output {echo(name)} is not an output of model {model}; outputs: {names}"
             )
-        indices.append(names.index(name))
+        index = names.index(name)
+        if index in indices:
+            raise InvalidInputError(f"requested output {echo(name)} is named more than once")
+        indices.append(index)
     return indices

@@ -295,9 +295,12 @@ _drift_gauge(
 def record_predictions(
     probabilities: np.ndarray, labels: list[str], attributes: Mapping[str, str]
 ) -> None:
-    """Confidence and predicted label of every row of one batch's class probabilities."""
+    """Confidence and predicted label of every row of one batch's class probabilities; a row
+    with a NaN or infinite probability predicts nothing (argmax would call NaN class 0)."""
     if probabilities.ndim != 2 or probabilities.shape[1] != len(labels) or not len(probabilities):
         return
+    if not np.isfinite(probabilities).all():
+        probabilities = probabilities[np.isfinite(probabilities).all(axis=1)]
     best = probabilities.max(axis=1)
     for value in best.tolist():
         confidence.record(value, attributes)

@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from model_server.datatypes import numpy_dtype
-from model_server.errors import InvalidInputError
+from model_server.datatypes import NUMPY_DTYPES, unsupported_datatype
+from model_server.errors import InvalidInputError, echo
 from model_server.feedback import Outcome
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import monitoring_pb2 as mon_pb
@@ -27,6 +27,8 @@ _CONTENTS_FIELD = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
+MAX_DIMENSIONS = 64
+"""numpy's limit on the rank of an array."""
 
 
 def infer_request_from_pb(message: pb.ModelInferRequest, deadline: float | None) -> InferRequest:
@@ -57,42 +59,66 @@ def infer_request_from_pb(message: pb.ModelInferRequest, deadline: float | None)
 def _input_tensor(
     index: int, tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None
 ) -> Tensor:
-    field = f"inputs[{index}] ({tensor.name!r})"
-    dtype = numpy_dtype(tensor.datatype, field)
+    dtype = NUMPY_DTYPES.get(tensor.datatype)
+    if dtype is None:
+        raise unsupported_datatype(_field(index, tensor), tensor.datatype)
     shape = tuple(tensor.shape)
+    # Before the product: over many huge dimensions it takes time quadratic in the rank.
+    if len(shape) > MAX_DIMENSIONS:
+        raise InvalidInputError(
+            f"{_field(index, tensor)}: shape {echo(shape)} has {len(shape)} dimensions; at "
+            f"most {MAX_DIMENSIONS} are supported"
+        )
     if any(dim < 0 for dim in shape):
-        raise InvalidInputError(f"{field}: shape {list(shape)} has a negative dimension")
+        raise InvalidInputError(
+            f"{_field(index, tensor)}: shape {echo(shape)} has a negative dimension"
+        )
     count = math.prod(shape)
     if raw is not None:
         if tensor.HasField("contents"):
             raise InvalidInputError(
-                f"{field}: sets contents although the request uses raw_input_contents"
+                f"{_field(index, tensor)}: sets contents although the request uses "
+                "raw_input_contents"
             )
         expected = count * dtype.itemsize
         if len(raw) != expected:
             raise InvalidInputError(
-                f"{field}: raw_input_contents[{index}] holds {len(raw)} bytes; shape "
-                f"{list(shape)} of {tensor.datatype} needs {expected}"
+                f"{_field(index, tensor)}: raw_input_contents[{index}] holds {len(raw)} bytes; "
+                f"shape {echo(shape)} of {tensor.datatype} needs {expected}"
             )
-        return Tensor(tensor.name, tensor.datatype, np.frombuffer(raw, dtype=dtype).reshape(shape))
-    contents_field = _CONTENTS_FIELD.get(tensor.datatype)
-    if contents_field is None:
-        raise InvalidInputError(
-            f"{field}: {tensor.datatype} data must be sent in raw_input_contents"
-        )
-    values = getattr(tensor.contents, contents_field)
-    if len(values) != count:
-        raise InvalidInputError(
-            f"{field}: contents.{contents_field} has {len(values)} values; shape {list(shape)} "
-            f"needs {count}"
-        )
+        flat = np.frombuffer(raw, dtype=dtype)
+    else:
+        contents_field = _CONTENTS_FIELD.get(tensor.datatype)
+        if contents_field is None:
+            raise InvalidInputError(
+                f"{_field(index, tensor)}: {tensor.datatype} data must be sent in "
+                "raw_input_contents"
+            )
+        values = getattr(tensor.contents, contents_field)
+        if len(values) != count:
+            raise InvalidInputError(
+                f"{_field(index, tensor)}: contents.{contents_field} has {len(values)} values; "
+                f"shape {echo(shape)} needs {count}"
+            )
+        try:
+            flat = np.array(values, dtype=dtype)
+        except OverflowError:
+            raise InvalidInputError(
+                f"{_field(index, tensor)}: contents.{contents_field} has a value out of range "
+                f"for {tensor.datatype}"
+            ) from None
     try:
-        array = np.array(values, dtype=dtype)
-    except OverflowError:
+        data = flat.reshape(shape)
+    except ValueError as exc:  # e.g. [2**62, 0]: no elements, yet too big for numpy
         raise InvalidInputError(
-            f"{field}: contents.{contents_field} has a value out of range for {tensor.datatype}"
+            f"{_field(index, tensor)}: shape {echo(shape)} is not a possible tensor: {exc}"
         ) from None
-    return Tensor(tensor.name, tensor.datatype, array.reshape(shape))
+    return Tensor(tensor.name, tensor.datatype, data)
+
+
+def _field(index: int, tensor: pb.ModelInferRequest.InferInputTensor) -> str:
+    """How an error message names an input (only built for one)."""
+    return f"inputs[{index}] ({echo(tensor.name)})"
 
 
 def infer_response_to_pb(response: InferResponse) -> pb.ModelInferResponse:

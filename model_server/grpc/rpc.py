@@ -3,7 +3,8 @@
 For every call but the health checks it opens the server span, continuing the caller's W3C
 trace context from the call metadata; core errors become their gRPC status, a request whose
 bytes did not parse becomes INVALID_ARGUMENT, anything unexpected becomes INTERNAL with a
-generic message (the stack trace stays in the log).
+generic message (the stack trace stays in the log). An observer that raises is logged and
+changes nothing else.
 """
 
 import asyncio
@@ -103,7 +104,10 @@ def rpc(
                     span.record_exception(exc)
             finally:
                 if observe is not None:
-                    observe(self, request, response, code, time.perf_counter() - started)
+                    try:
+                        observe(self, request, response, code, time.perf_counter() - started)
+                    except Exception:  # telemetry must not change the answer or leak the span
+                        logger.exception("observing %s failed", method)
                 if span is not None:
                     span.set_attribute("rpc.grpc.status_code", code.value[0])
                     if code in _SERVER_FAULTS:

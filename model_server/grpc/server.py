@@ -26,6 +26,10 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class BindError(OSError):
+    """The gRPC port could not be bound (another process listens there, say)."""
+
+
 class GrpcServer:
     """A grpc.aio server bound to one address, serving one inference core."""
 
@@ -33,16 +37,17 @@ class GrpcServer:
         self, core: InferenceCore, *, max_message_bytes: int, max_concurrent_rpcs: int | None
     ) -> None:
         self._core = core
-        # Beyond max_concurrent_rpcs grpc itself answers RESOURCE_EXHAUSTED before any Python
-        # runs: the cheapest possible refusal when the server is overloaded.
+        # Not grpc's `maximum_concurrent_rpcs`: it counts every call, health checks included,
+        # so a busy server failed its probes. The servicer limits ModelInfer alone.
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
             ],
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
         )
-        add_servicer(self._server, INFERENCE_DESCRIPTOR, InferenceServicer(core))
+        add_servicer(
+            self._server, INFERENCE_DESCRIPTOR, InferenceServicer(core, max_concurrent_rpcs)
+        )
         add_servicer(self._server, MONITORING_DESCRIPTOR, MonitoringServicer(core))
         add_servicer(self._server, REPOSITORY_DESCRIPTOR, RepositoryServicer(core))
         self._health = health_aio.HealthServicer()
@@ -61,15 +66,19 @@ class GrpcServer:
 
     async def start(self, host: str, port: int, tls: ServerTls | None = None) -> int:
         """Bind and start, serving TLS only when `tls` is given; returns the bound port (useful
-        when `port` is 0)."""
+        when `port` is 0). BindError when the address cannot be bound."""
         address = f"{host}:{port}"
-        bound: int = (
-            self._server.add_insecure_port(address)
-            if tls is None
-            else self._server.add_secure_port(address, tls.credentials())
-        )
-        if bound == 0:
-            raise OSError(f"cannot bind gRPC server to {host}:{port}")
+        try:
+            bound: int = (
+                self._server.add_insecure_port(address)
+                if tls is None
+                else self._server.add_secure_port(address, tls.credentials())
+            )
+        except RuntimeError:  # grpcio's only report of a failed bind; grpc logs the cause
+            raise BindError(
+                f"grpc_port {port}: cannot listen on {address} (another process listens there, "
+                f"or host {host!r} is no address of this machine)"
+            ) from None
         await self._server.start()
         await self._health.set(OVERALL_HEALTH, _NOT_SERVING)
         return bound

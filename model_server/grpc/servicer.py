@@ -1,9 +1,11 @@
-"""`inference.GRPCInferenceService`: decode, call the core, encode; nothing else.
+"""`inference.GRPCInferenceService`: decode, call the core, encode; and the limit on ModelInfer
+calls in flight.
 
 Each method is wrapped by `rpc.rpc`: the server span and the one error mapping.
 """
 
 import logging
+import sys
 import time
 
 import grpc
@@ -11,6 +13,7 @@ from opentelemetry import trace
 
 from model_server import telemetry
 from model_server.core import InferenceCore
+from model_server.errors import ServerBusyError
 from model_server.grpc.converters import (
     infer_request_from_pb,
     infer_response_to_pb,
@@ -26,6 +29,7 @@ logger = logging.getLogger(__name__)
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 DECODE_SPAN = "infer.decode"
 ENCODE_SPAN = "infer.encode"
+LIMIT_SETTING = "MODEL_SERVER_MAX_CONCURRENT_RPCS"
 TRACE_ID_PARAMETER = "inferwatch_trace_id"
 """Response parameter: the request's trace id (32 hex digits), to find its spans and logs; with
 the response id, what a caller keeps to send its true label later (docs/feedback.md)."""
@@ -49,10 +53,17 @@ def _record_infer(
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """The Open Inference Protocol over gRPC."""
+    """The Open Inference Protocol over gRPC.
 
-    def __init__(self, core: InferenceCore) -> None:
+    At most `max_infer_calls` ModelInfer calls are handled at once; beyond it ModelInfer is
+    refused with RESOURCE_EXHAUSTED. Only ModelInfer: a health or readiness check must be
+    answered however busy the server is, or a probe would restart a pod that is merely busy.
+    """
+
+    def __init__(self, core: InferenceCore, max_infer_calls: int | None = None) -> None:
         self.core = core
+        self._max_infer_calls = sys.maxsize if max_infer_calls is None else max_infer_calls
+        self._infer_calls = 0
 
     @rpc(SERVICE, "ServerLive", traced=False)
     async def ServerLive(  # noqa: N802 (protocol method names)
@@ -91,13 +102,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(  # noqa: N802
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
         model = self.core.repository.telemetry_model(request.model_name, "")[0]
         # Phase spans only under a recorded request span; leaf spans are started and ended
         # without becoming current (cheaper, no children).
         current = trace.get_current_span()
         traced = current.is_recording()
+        if traced:
+            current.set_attribute(telemetry.MODEL_NAME, model)
+        if self._infer_calls >= self._max_infer_calls:
+            raise ServerBusyError(
+                f"server busy: {self._max_infer_calls} ModelInfer calls in flight, the most it "
+                f"takes at once ({LIMIT_SETTING}={self._max_infer_calls}); retry later"
+            )
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        self._infer_calls += 1
         telemetry.request_started(model)
         try:
             span = telemetry.tracer.start_span(DECODE_SPAN) if traced else trace.INVALID_SPAN
@@ -106,6 +125,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             finally:
                 span.end()
             response = await self.core.infer(decoded)
+            if traced:
+                current.set_attribute(telemetry.MODEL_VERSION, response.model_version)
             span = telemetry.tracer.start_span(ENCODE_SPAN) if traced else trace.INVALID_SPAN
             try:
                 message = infer_response_to_pb(response)
@@ -116,4 +137,5 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 message.parameters[TRACE_ID_PARAMETER].string_param = f"{trace_id:032x}"
             return message
         finally:
+            self._infer_calls -= 1
             telemetry.request_finished(model)

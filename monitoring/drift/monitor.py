@@ -386,8 +386,9 @@ class DriftMonitor:
         describes. labels: predicted class indices [rows]; confidence: top-class probability
         [rows]; or probabilities [rows, classes] instead of both (argmax and max). Parts the
         reference has no distribution for are ignored. Non-finite values are counted as
-        missing, labels outside the reference's classes as invalid; neither raises. Raises
-        ValueError only on mismatched shapes or non-integer labels.
+        missing, labels outside the reference's classes as invalid (so is the label of a
+        probabilities row holding a non-finite value, whose confidence is missing); neither
+        raises. Raises ValueError only on mismatched shapes or non-integer labels.
         """
         if probabilities is not None:
             if labels is not None or confidence is not None:
@@ -395,8 +396,13 @@ class DriftMonitor:
             p = np.asarray(probabilities)
             if p.ndim != 2:
                 raise ValueError(f"probabilities must be [rows, classes], got {p.shape}")
-            labels = p.argmax(axis=1)
-            confidence = p.max(axis=1)
+            predicted = p.argmax(axis=1)
+            top = p.max(axis=1)
+            if not np.isfinite(p).all():
+                unusable = ~np.isfinite(p).all(axis=1)
+                predicted[unusable] = -1
+                top = np.where(unusable, np.nan, top)
+            labels, confidence = predicted, top
         rows = -1
         x = y = c = None
         if features is not None and self._n_inputs:

@@ -87,3 +87,29 @@ def test_requests_keep_succeeding_when_a_model_server_stops(
         leaving.stop()
         after = [http.post("/v2/models/digits/infer", json=DIGITS).status_code for _ in "xyzxyz"]
     assert before + after == [200] * 9
+
+
+def test_a_model_whose_model_server_is_down_is_503_not_404(
+    repository: Path, tmp_path: Path, serve: Serve, start_gateway: StartGateway
+) -> None:
+    write_probe(tmp_path / "probes" / "probe" / "1", probe_config())
+    digits_server, probe_server = serve(repository), serve(tmp_path / "probes")
+    gateway = start_gateway([digits_server.address, probe_server.address])
+    with client(gateway) as http:
+        unknown = http.post("/v2/models/nope/infer", json=DIGITS)
+        digits_server.stop()
+        # A fresh check: no model server has digits ready, so every one is asked; the one
+        # without digits answers NOT_FOUND, first or second (round robin).
+        ready = http.get("/v2/models/digits/ready").status_code
+        answers = [http.post("/v2/models/digits/infer", json=DIGITS) for _ in "xy"]
+        answers.append(http.get("/v2/models/digits"))
+    assert (unknown.status_code, unknown.json()) == (
+        404,
+        {"error": "model 'nope' is not in the repository"},
+    )
+    assert ready == 400
+    for answer in answers:
+        assert (answer.status_code, answer.json()) == (
+            503,
+            {"error": "model server unreachable; retry later"},
+        )

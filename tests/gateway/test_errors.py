@@ -1,6 +1,9 @@
 """Every failure gets its HTTP status and `{"error": "..."}` naming the field or the reason."""
 
+import json
 import logging
+import re
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -8,6 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from opentelemetry.trace import StatusCode
 
 from gateway.core import GatewayCore
 from model_server.proto import grpc_service_pb2 as pb
@@ -39,10 +43,12 @@ def gateway(repository: Path, serve: Serve, start_gateway: StartGateway) -> Gate
 
 @pytest.fixture
 def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Client mistakes are never logged at ERROR."""
+    """Client mistakes are never logged above INFO."""
     with caplog.at_level(logging.DEBUG):
         yield
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # At teardown `caplog.records` holds the teardown's records only: ask for the test's.
+    logged = [r.getMessage() for r in caplog.get_records("call") if r.levelno > logging.INFO]
+    assert logged == []
 
 
 @pytest.mark.usefixtures("no_error_logs")
@@ -55,7 +61,25 @@ def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         (b'{"inputs": []}', "inputs: List should have at least 1 item"),
         (_digits([0.0] * 63), "inputs[0].data: holds 63 values; shape [1, 64] needs 64"),
         (_digits([0.0, 1, "2"] + [0.0] * 61), "inputs[0].data[2]: '2' is not valid for FP32"),
-        (_digits([[0.0], None]), "inputs[0].data[1]: None is not valid for FP32"),
+        (_digits([[0.0] * 63 + [None]]), "inputs[0].data[0][63]: None is not valid for FP32"),
+        (
+            _digits([[0.0] * 64, [0.0] * 28], [2, 64]),
+            "inputs[0].data[1]: holds 28 values; shape [2, 64] needs 64",
+        ),
+        (  # 128 values in all, as [2, 64] needs, but not in rows of 64
+            _digits([[0.0] * 100, [0.0] * 28], [2, 64]),
+            "inputs[0].data[0]: holds 100 values; shape [2, 64] needs 64",
+        ),
+        (_digits([[1.0, 2.0], 3.0], [3]), "inputs[0].data: holds 2 values; shape [3] needs 3"),
+        (
+            _digits([[1.0, 2.0], 3.0], [2, 2]),
+            "inputs[0].data[1]: 3.0 is not an array; shape [2, 2] needs an array of 2",
+        ),
+        (
+            _digits([70000.0] * 64, datatype="FP16"),
+            "inputs[0].data: a value is out of range for FP16",
+        ),
+        (_digits([1e39] * 64), "inputs[0].data: a value is out of range for FP32"),
         (_digits([1.5], [1], "INT64"), "inputs[0].data[0]: 1.5 is not valid for INT64"),
         (_digits([300], [1], "INT8"), "inputs[0].data: a value is out of range for INT8"),
         (_digits([0.0] * 64, datatype="FP8"), "inputs[0].datatype: 'FP8' is not supported"),
@@ -189,7 +213,6 @@ def test_a_failing_model_is_500_with_the_model_servers_message(
     assert answer.json()["error"].startswith("model server answered INTERNAL: ")
 
 
-@pytest.mark.usefixtures("no_error_logs")
 def test_a_model_server_that_is_down_is_503(start_gateway: StartGateway) -> None:
     gateway = start_gateway([f"127.0.0.1:{free_port()}"])
     with client(gateway) as http:
@@ -304,3 +327,141 @@ def test_a_huge_header_value_is_refused_and_the_gateway_keeps_serving(
     assert huge.status_code == 431
     assert "header 'x-huge' alone holds 200000 bytes" in huge.json()["error"]
     assert after.status_code == 200
+
+
+@pytest.mark.usefixtures("no_error_logs")
+def test_binary_tensors_without_the_json_length_header_are_a_400(gateway: GatewayThread) -> None:
+    with client(gateway) as http:
+        answer = http.post(
+            "/v2/models/digits/infer",
+            content=json.dumps(infer_body(ZEROS)),
+            headers={"content-type": "application/octet-stream"},
+        )
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"error": "header.inference-header-content-length: required with application/octet-stream"},
+    )
+
+
+@pytest.mark.usefixtures("no_error_logs")
+def test_feedback_takes_json_only(gateway: GatewayThread) -> None:
+    with client(gateway) as http:
+        answer = http.post(
+            "/v2/models/digits/feedback",
+            content=json.dumps({"items": [{"id": "x", "label": "1"}]}),
+            headers={"content-type": "application/octet-stream"},
+        )
+    assert (answer.status_code, answer.json()) == (
+        415,
+        {
+            "error": "header.content-type: 'application/octet-stream' is not supported; "
+            "send application/json"
+        },
+    )
+
+
+@pytest.mark.usefixtures("no_error_logs")
+def test_a_body_that_encodes_above_the_message_limit_is_413(gateway: GatewayThread) -> None:
+    # "0," is 2 bytes of JSON and 4 of FP32: a 3 KiB body becomes a 6 KiB gRPC message.
+    body = json.dumps(_digits([0] * 24 * 64, [24, 64]), separators=(",", ":"))
+    assert len(body) < 4096
+    with client(gateway) as http:
+        answer = http.post(
+            "/v2/models/digits/infer", content=body, headers={"content-type": "application/json"}
+        )
+    assert answer.status_code == 413
+    assert re.fullmatch(
+        r"body: the request encodes to a 6\d{3}-byte gRPC message, above the gateway's limit "
+        r"of 4096 bytes",
+        answer.json()["error"],
+    )
+
+
+@pytest.mark.usefixtures("no_error_logs")
+def test_a_request_above_the_model_servers_message_limit_is_413(
+    repository: Path, serve: Serve, start_gateway: StartGateway
+) -> None:
+    gateway = start_gateway([serve(repository, max_message_bytes=8192).address])
+    with client(gateway) as http:
+        answer = http.post("/v2/models/digits/infer", json=_digits([0] * 40 * 64, [40, 64]))
+    assert answer.status_code == 413
+    assert re.fullmatch(
+        r"body: the request encodes to a 10\d{3}-byte gRPC message, above the model server's "
+        r"limit of 8192 bytes",
+        answer.json()["error"],
+    )
+
+
+def test_an_answer_above_the_message_limit_is_502(
+    repository: Path, serve: Serve, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_probe(repository / "probe" / "1", probe_config(max_batch_size=256))
+    gateway = start_gateway([serve(repository).address], max_message_bytes=4096)
+    # 3.2 kB of FP32 in, twice that out (the probe answers x * 2 and two INT64 per row).
+    body = {"inputs": [{"name": "x", "shape": [200, 4], "datatype": "FP32", "data": [1] * 800}]}
+    with client(gateway) as http, caplog.at_level(logging.INFO):
+        answer = http.post("/v2/models/probe/infer", json=body)
+    assert answer.status_code == 502
+    assert re.fullmatch(
+        r"the model server's answer of 6\d{3} bytes is above the gateway's limit of 4096 bytes",
+        answer.json()["error"],
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
+
+
+def test_an_output_json_cannot_express_is_a_500_unless_asked_for_as_binary(
+    repository: Path, serve: Serve, start_gateway: StartGateway
+) -> None:
+    write_probe(repository / "probe" / "1", probe_config())
+    gateway = start_gateway([serve(repository).address])
+    # The probe doubles its input: 3e38 * 2 is above FP32's range, infinity.
+    inputs = [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [3e38] * 4}]
+    binary_output = [{"name": "y", "parameters": {"binary_data": True}}]
+    with client(gateway) as http:
+        as_json = http.post("/v2/models/probe/infer", json={"inputs": inputs})
+        as_binary = http.post(
+            "/v2/models/probe/infer", json={"inputs": inputs, "outputs": binary_output}
+        )
+    assert (as_json.status_code, as_json.json()) == (
+        500,
+        {
+            "error": "output 'y': holds NaN or infinite values, which JSON cannot express; ask "
+            "for it as binary data (parameters.binary_data: true on the output)"
+        },
+    )
+    assert as_binary.status_code == 200
+    json_length = int(as_binary.headers["inference-header-content-length"])
+    assert np.isposinf(np.frombuffer(as_binary.content[json_length:], "<f4")).all()
+
+
+def test_a_client_that_leaves_mid_upload_is_499_without_an_error(
+    repository: Path,
+    serve: Serve,
+    start_gateway: StartGateway,
+    caplog: pytest.LogCaptureFixture,
+    telemetry: TelemetryCapture,
+) -> None:
+    gateway = start_gateway([serve(repository).address], access_log=True)
+    host, port = gateway.url.removeprefix("http://").split(":")
+    route = "POST /v2/models/{model_name}/infer"
+    with caplog.at_level(logging.DEBUG):
+        with socket.create_connection((host, int(port))) as connection:
+            connection.sendall(
+                b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: gateway\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+                b'{"inputs": ['
+            )
+        wait_until(lambda: any(s.name == route for s in telemetry.finished_spans()))
+    [span] = [s for s in telemetry.finished_spans() if s.name == route]
+    assert (span.attributes or {})["http.response.status_code"] == 499
+    assert span.status.status_code is StatusCode.UNSET
+    [point] = [
+        p
+        for p in telemetry.points("http.server.request.duration")
+        if (p.attributes or {}).get("http.response.status_code") == 499
+    ]
+    assert "error.type" not in (point.attributes or {})
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
+    assert any(
+        r.getMessage().startswith("POST /v2/models/digits/infer 499 ") for r in caplog.records
+    )

@@ -34,6 +34,10 @@ from tests.otel.support import free_port
         (["--label-ratio", "2"], "--label-ratio: 2 is not a ratio from 0 to 1"),
         (["--label-ratio", "0.3", "--label-delay", "-1"], "--label-delay: -1.0 is below 0"),
         (["--wrong-labels"], "--wrong-labels: needs --label-ratio above 0"),
+        (
+            ["--api-key-env", "NO_SUCH_VARIABLE_4711"],
+            "--api-key-env: the environment variable NO_SUCH_VARIABLE_4711 is not set or empty",
+        ),
     ],
 )
 def test_bad_arguments_name_the_option(
@@ -53,3 +57,16 @@ def test_a_target_that_is_not_ready_exits_1(capsys: pytest.CaptureFixture[str]) 
 
     assert code == 1
     assert f"grpc://127.0.0.1:{port}: not ready after 0.3 s: UNAVAILABLE" in capsys.readouterr().out
+
+
+def test_a_key_a_header_cannot_carry_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LOAD_API_KEY", "secret-4711\r\nX-Injected: 1")
+    with pytest.raises(SystemExit) as stopped:
+        main(["--api-key-env", "LOAD_API_KEY"])
+
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert "--api-key-env: the key in LOAD_API_KEY holds a character a header cannot carry" in error
+    assert "secret-4711" not in error

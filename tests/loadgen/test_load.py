@@ -1,12 +1,15 @@
 """inferwatch-load against a real model server (gRPC) and a real gateway (REST)."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from loadgen.cli import main
+from model_server.proto import grpc_service_pb2 as pb
 from tests.conftest import Serve, ServerThread
 from tests.gateway.servers import GatewayThread, gateway_settings
 
@@ -111,7 +114,101 @@ def test_duration_with_warmup_and_bursts(faulty: ServerThread, tmp_path: Path) -
         *("--rate", "20", "--duration", "2", "--warmup", "0.5", "--burst", "5:1:2"),
     )
 
-    assert steady["measured_s"] == pytest.approx(2.0)
-    assert 30 <= steady["requests"] <= 50
-    assert bursty["measured_s"] == pytest.approx(2.0)
-    assert bursty["requests"] >= 90  # one second at 20/s and one at 100/s, as scheduled
+    # The open loop's schedule says how many requests fall due in the measured window.
+    assert 40 <= steady["requests"] <= 41  # 2 s at 20/s
+    # 0.5 s at 20/s, the burst's second at 100/s, 0.5 s at 20/s; the warmup's 0.5 s at 20/s
+    # would add 10.
+    assert 115 <= bursty["requests"] <= 122  # 116 to 121, by rounding
+    assert bursty["throughput_rps"] == pytest.approx(bursty["requests"] / 2.0)
+
+
+def test_answers_after_the_window_are_recorded(faulty: ServerThread, tmp_path: Path) -> None:
+    target = f"grpc://{faulty.address}"
+    # Each client's first answer comes 1 s in, after the 0.5 s window.
+    slow = _load(
+        tmp_path, target, "--concurrency", "2", "--duration", "0.5", "--fault-delay", "1000"
+    )
+    # Every request times out; those due in the window's last 0.3 s time out after it.
+    hung = _load(
+        tmp_path,
+        target,
+        *("--rate", "10", "--duration", "1", "--timeout", "0.3", "--fault-delay", "1000"),
+    )
+
+    assert slow["statuses"] == {"OK": 2}
+    assert slow["latency_ms"]["p50"] >= 1000
+    assert slow["drain_s"] >= 0.4
+    assert set(hung["statuses"]) == {"DEADLINE_EXCEEDED"}
+    assert 10 <= hung["requests"] <= 11  # 1 s at 10/s
+    assert hung["throughput_rps"] == pytest.approx(hung["requests"] / 1.0)
+
+
+def test_an_api_key_from_the_environment_opens_a_keyed_gateway(
+    faulty: ServerThread,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = "load-key-4711"
+    monkeypatch.setenv("LOAD_API_KEY", key)
+    gateway = GatewayThread(gateway_settings([faulty.address], api_keys=[key]))
+    try:
+        keyed = _load(
+            tmp_path,
+            gateway.url,
+            *("--requests", "20", "--api-key-env", "LOAD_API_KEY"),
+            *("--label-ratio", "1", "--label-delay", "0"),
+        )
+        without = main(["--target", gateway.url, "--requests", "5", "--wait-ready", "0"])
+    finally:
+        gateway.stop()
+
+    assert keyed["statuses"] == {"OK": 20}
+    assert keyed["labels"]["results"] == {"ok": 20}  # the feedback route needs the key too
+    assert without == 1
+    out = capsys.readouterr()
+    assert "not ready after 0 s: HTTP 401 missing API key" in out.out
+    assert key not in out.out + out.err + (tmp_path / "summary.json").read_text(encoding="utf-8")
+
+
+def test_the_api_key_goes_as_metadata_with_every_grpc_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gRPC server that records each call's authorization metadata (the model server
+    takes no key, and shows none it got)."""
+    seen: list[tuple[str, str | None]] = []
+
+    def answering(method: str, answer: bytes) -> grpc.RpcMethodHandler:
+        def handle(_: bytes, context: grpc.ServicerContext) -> bytes:
+            seen.append((method, dict(context.invocation_metadata()).get("authorization")))
+            return answer
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    server = grpc.server(ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "inference.GRPCInferenceService",
+                {
+                    "ModelReady": answering(
+                        "ModelReady", pb.ModelReadyResponse(ready=True).SerializeToString()
+                    ),
+                    "ModelInfer": answering(
+                        "ModelInfer", pb.ModelInferResponse().SerializeToString()
+                    ),
+                },
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    monkeypatch.setenv("LOAD_API_KEY", "grpc-key")
+    try:
+        _load(
+            tmp_path, f"grpc://127.0.0.1:{port}", "--requests", "3", "--api-key-env", "LOAD_API_KEY"
+        )
+    finally:
+        server.stop(None)
+
+    assert seen == [("ModelReady", "Bearer grpc-key")] + [("ModelInfer", "Bearer grpc-key")] * 3

@@ -146,6 +146,54 @@ def test_cancelled_request_is_not_computed() -> None:
     assert forward.batches == [1]
 
 
+class BlockingForward(RecordingForward):
+    """Holds each pass (on the inference thread) until `release` is set; `started` tells that
+    one is running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.started.set()
+        self.release.wait(30)
+        return super().__call__(inputs)
+
+
+def test_requests_given_up_while_queued_stop_counting_at_once() -> None:
+    """A caller that gives up (a cancel; gRPC cancels the handler when the deadline passes) no
+    longer takes a place in the bounded queue or in its depth, even behind a long pass."""
+    forward = BlockingForward()
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = _batcher(forward, max_queue_size=2, max_queue_delay_s=0.0, max_batch_size=64)
+        batcher.start()
+        try:
+            running = asyncio.ensure_future(batcher.submit(_rows(0, 1), None))
+            await asyncio.to_thread(forward.started.wait, 30)
+            given_up = [asyncio.ensure_future(batcher.submit(_rows(i, 1), None)) for i in (1, 2)]
+            await asyncio.sleep(0)  # both are queued: the queue is full
+            assert batcher.queue_depth == 2
+            for call in given_up:
+                call.cancel()
+            await asyncio.gather(*given_up, return_exceptions=True)
+
+            assert batcher.queue_depth == 0
+            live = asyncio.ensure_future(batcher.submit(_rows(3, 1), None))
+            await asyncio.sleep(0)
+            assert batcher.queue_depth == 1
+        finally:
+            forward.release.set()
+        await running
+        result = await live
+        await batcher.close()
+        return result
+
+    np.testing.assert_array_equal(asyncio.run(scenario())[0], _rows(3, 1)[0] * 2)
+    assert forward.batches == [1, 1]  # the given-up requests were never computed
+
+
 def test_close_finishes_queued_requests_then_refuses_new_ones() -> None:
     forward = RecordingForward()
 

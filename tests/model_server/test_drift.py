@@ -1,6 +1,8 @@
 """Live drift monitoring in the model server: the window, the report RPC and the gauges."""
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import grpc
@@ -8,11 +10,13 @@ import numpy as np
 import pytest
 
 from model_server import digits
+from model_server.model_config import ModelConfig, TensorSpec
 from model_server.proto import monitoring_pb2 as mon_pb
 from model_server.proto import monitoring_pb2_grpc as mon_grpc
 from monitoring.drift import REFERENCE_FILE
 from tests.conftest import Serve, ServerThread
-from tests.model_server.protocol import pixels_request
+from tests.model_server.protocol import pixels_request, raw_request
+from tests.model_server.test_models import probe_config, write_probe
 from tests.telemetry_capture import TelemetryCapture
 
 DIGITS = {"model.name": "digits", "model.version": "1"}
@@ -96,3 +100,40 @@ def test_drift_of_an_unknown_model_is_not_found(repository: Path, serve: Serve) 
     with pytest.raises(grpc.RpcError) as unknown:
         _drift(server, "nope")
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("shape", [(-1, 4), (-1, 8, 8)], ids=["4 features", "rank 3"])
+def test_a_reference_that_does_not_fit_the_input_costs_drift_monitoring_not_the_model(
+    repository: Path,
+    serve: Serve,
+    digits_version_dir: Path,
+    shape: tuple[int, ...],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The digits reference (input `pixels`, 64 features) beside a model whose input `pixels`
+    is not [-1, 64]: the monitor would refuse every batch."""
+    probe = probe_config()
+    config = ModelConfig(
+        inputs=[TensorSpec(name="pixels", datatype="FP32", shape=shape)],
+        outputs=[TensorSpec(name="y", datatype="FP32", shape=shape), *probe.outputs[1:]],
+        dynamic_batching=probe.dynamic_batching,
+    )
+    version_dir = repository / "probe" / "1"
+    write_probe(version_dir, config)
+    shutil.copy(digits_version_dir / REFERENCE_FILE, version_dir)
+
+    server = serve(repository)
+    for _ in range(3):
+        server.stub.ModelInfer(
+            raw_request("probe", {"pixels": np.ones((2, *shape[1:]), dtype=np.float32)})
+        )
+
+    warned = [r.getMessage() for r in caplog.records if "drift not monitored" in r.getMessage()]
+    assert warned == [
+        f"model probe:1: drift reference describes 64 features, input 'pixels' has shape "
+        f"{list(shape)} (not [-1, 64]); drift not monitored"
+    ]
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.WARNING] == []
+    with pytest.raises(grpc.RpcError) as missing:
+        _drift(server, "probe")
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND

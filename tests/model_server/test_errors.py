@@ -1,20 +1,32 @@
 """Every error case maps to its gRPC status with a message naming the field."""
 
+import asyncio
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
+from model_server.errors import ModelNotFoundError, echo
+from model_server.grpc.handlers import add_servicer
+from model_server.grpc.monitoring_servicer import SERVICE as MONITORING_SERVICE
+from model_server.grpc.rpc import rpc
+from model_server.grpc.server import MONITORING_DESCRIPTOR
 from model_server.proto import grpc_service_pb2 as pb
+from model_server.proto import monitoring_pb2 as mon_pb
+from model_server.proto import monitoring_pb2_grpc as mon_grpc
 from tests.conftest import Serve, ServerThread
 from tests.model_server.protocol import pixels_request, probe_request, raw_request
 from tests.model_server.test_models import probe_config, write_probe
+from tests.telemetry_capture import TelemetryCapture
 
 Tensor = pb.ModelInferRequest.InferInputTensor
 ROW = np.zeros((1, 64), dtype=np.float32)
+LONG = 20_000
+"""Characters of a client string above the 16 KiB that a gRPC status message can carry."""
 
 
 def _request(**fields: object) -> pb.ModelInferRequest:
@@ -136,6 +148,68 @@ BAD_REQUESTS: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "requested output 'logits'",
     ),
+    "output requested twice": (
+        pixels_request(ROW, outputs=["label", "probabilities", "label"]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "requested output 'label' is named more than once",
+    ),
+    "no elements, yet too big for an array (raw)": (
+        _with_raw(Tensor(name="pixels", datatype="FP32", shape=[2**62, 0]), b""),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "inputs[0] ('pixels'): shape [4611686018427387904, 0] is not a possible tensor",
+    ),
+    "no elements, yet too big for an array (contents)": (
+        _request(
+            inputs=[
+                Tensor(
+                    name="pixels",
+                    datatype="FP32",
+                    shape=[2**62, 0],
+                    contents=pb.InferTensorContents(),
+                )
+            ]
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "inputs[0] ('pixels'): shape [4611686018427387904, 0] is not a possible tensor",
+    ),
+    "more dimensions than numpy takes": (
+        _with_raw(Tensor(name="pixels", datatype="FP32", shape=[1] * 5_000), ROW.tobytes()[:4]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"inputs[0] ('pixels'): shape {[1] * 16}…(5000 values) has 5000 dimensions; at most 64",
+    ),
+    "long model name": (
+        raw_request("m" * LONG, {"pixels": ROW}),
+        grpc.StatusCode.NOT_FOUND,
+        f"model {'m' * 100!r}…({LONG} chars) is not in the repository",
+    ),
+    "long version": (
+        pixels_request(ROW, version="v" * LONG),
+        grpc.StatusCode.NOT_FOUND,
+        f"model 'digits' has no version {'v' * 100!r}…({LONG} chars)",
+    ),
+    "long input name": (
+        raw_request("digits", {"i" * LONG: ROW}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"unknown input {'i' * 100!r}…({LONG} chars) for model digits:1",
+    ),
+    "long input name given twice": (
+        _request(
+            inputs=[Tensor(name="i" * LONG, datatype="FP32", shape=[1, 64])] * 2,
+            raw_input_contents=[ROW.tobytes()] * 2,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"input {'i' * 100!r}…({LONG} chars) is given more than once",
+    ),
+    "long datatype": (
+        _with_raw(Tensor(name="pixels", datatype="D" * LONG, shape=[1, 64]), ROW.tobytes()),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"inputs[0] ('pixels'): datatype {'D' * 100!r}…({LONG} chars) is not supported",
+    ),
+    "long requested output name": (
+        pixels_request(ROW, outputs=["o" * LONG]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"requested output {'o' * 100!r}…({LONG} chars) is not an output of model digits:1",
+    ),
     "NaN where the model wants finite values": (
         pixels_request(np.vstack([ROW, np.full((1, 64), np.nan)])),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -196,7 +270,7 @@ def test_bytes_that_do_not_parse_are_invalid_argument_and_not_an_error_log(
         error = _call(server, lambda: infer(UNDECODABLE[case], timeout=10))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid inference.ModelInferRequest message" in (error.details() or "")
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
 
 
 def test_oversized_metadata_is_refused(server: ServerThread) -> None:
@@ -212,7 +286,7 @@ def test_server_stays_healthy_after_bad_requests(
     with caplog.at_level(logging.DEBUG):
         for request, _, _ in BAD_REQUESTS.values():
             _call(server, lambda request=request: server.stub.ModelInfer(request))  # type: ignore[misc]
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
     assert server.stub.ServerReady(pb.ServerReadyRequest()).ready
     assert server.stub.ModelInfer(pixels_request(ROW)).model_name == "digits"
 
@@ -244,3 +318,107 @@ def test_model_failure_is_internal_without_a_stack_trace(
     assert any("asked to fail" in (record.exc_text or "") for record in caplog.records)
     ok = server.stub.ModelInfer(probe_request(np.ones((1, 4))))
     assert ok.model_name == "probe"
+
+
+VERSION_LOOKALIKES = {
+    "superscript two": "\u00b2",  # a digit to str.isdigit(), refused by int()
+    "Arabic-Indic one": "\u0661",  # int() reads it as 1
+    "5,000 digits": "9" * 5_000,  # int() refuses more than 4,300
+}
+
+
+@pytest.mark.parametrize("version", VERSION_LOOKALIKES.values(), ids=VERSION_LOOKALIKES)
+def test_a_version_is_ascii_digits_on_every_call(
+    server: ServerThread, version: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert server.channel is not None
+    monitoring = mon_grpc.ModelMonitoringStub(server.channel)
+    label = mon_pb.FeedbackItem(id="r1", label="1")
+    calls: dict[str, Callable[[], object]] = {
+        "ModelInfer": lambda: server.stub.ModelInfer(pixels_request(ROW, version=version)),
+        "ModelReady": lambda: server.stub.ModelReady(
+            pb.ModelReadyRequest(name="digits", version=version)
+        ),
+        "ModelMetadata": lambda: server.stub.ModelMetadata(
+            pb.ModelMetadataRequest(name="digits", version=version)
+        ),
+        "Feedback": lambda: monitoring.Feedback(
+            mon_pb.FeedbackRequest(name="digits", version=version, items=[label])
+        ),
+    }
+    with caplog.at_level(logging.DEBUG):
+        for method, call in calls.items():
+            error = _call(server, call)
+            assert (method, error.code()) == (method, grpc.StatusCode.NOT_FOUND)
+            assert error.details() == f"model 'digits' has no version {echo(version)}", method
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
+
+
+def _failing_observer(*_: object) -> None:
+    raise RuntimeError("observer broke")
+
+
+class _ObservedServicer(mon_grpc.ModelMonitoringServicer):
+    """Two traced calls whose observer always raises: one answers, one fails."""
+
+    @rpc(MONITORING_SERVICE, "ModelDrift", observe=_failing_observer)
+    async def ModelDrift(  # noqa: N802
+        self, request: mon_pb.ModelDriftRequest, context: grpc.aio.ServicerContext
+    ) -> mon_pb.ModelDriftResponse:
+        return mon_pb.ModelDriftResponse(report_json="{}")
+
+    @rpc(MONITORING_SERVICE, "Feedback", observe=_failing_observer)
+    async def Feedback(  # noqa: N802
+        self, request: mon_pb.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> mon_pb.FeedbackResponse:
+        raise ModelNotFoundError("model 'nope' is not in the repository")
+
+
+@pytest.fixture
+def observed() -> Iterator[mon_grpc.ModelMonitoringStub]:
+    """A real grpc.aio server on port 0 serving `_ObservedServicer`."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server()
+        add_servicer(server, MONITORING_DESCRIPTOR, _ObservedServicer())
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield mon_grpc.ModelMonitoringStub(channel)
+    asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def test_a_failing_observer_changes_no_answer_and_ends_the_span(
+    observed: mon_grpc.ModelMonitoringStub,
+    telemetry: TelemetryCapture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert observed.ModelDrift(mon_pb.ModelDriftRequest(name="x")).report_json == "{}"
+    with pytest.raises(grpc.RpcError) as refused:
+        observed.Feedback(mon_pb.FeedbackRequest(name="nope"))
+
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert refused.value.details() == "model 'nope' is not in the repository"
+    ended = {
+        span.name: (span.attributes or {}).get("rpc.grpc.status_code")
+        for span in telemetry.finished_spans()
+    }
+    assert ended == {
+        f"{MONITORING_SERVICE}/ModelDrift": grpc.StatusCode.OK.value[0],
+        f"{MONITORING_SERVICE}/Feedback": grpc.StatusCode.NOT_FOUND.value[0],
+    }
+    logged = [(r.getMessage(), r.exc_text) for r in caplog.records if r.levelno == logging.ERROR]
+    assert [message for message, _ in logged] == [
+        "observing ModelDrift failed",
+        "observing Feedback failed",
+    ]
+    assert all("observer broke" in (trace or "") for _, trace in logged)

@@ -1,6 +1,7 @@
 """Start-up with the embedded default model, and graceful shutdown with requests in flight."""
 
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -52,6 +53,25 @@ def test_no_arguments_serves_models_and_creates_digits(
         )
     assert outputs(response)["label"].shape == (4,)
     assert process.terminate() == 0
+
+
+def test_a_grpc_port_in_use_is_one_clear_line_and_exit_code_2(
+    repository: Path, tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        process = ServerProcess(
+            tmp_path, "--grpc-port", str(port), "--model-repository", str(repository)
+        )
+        processes.append(process)
+        code = process.wait(timeout_s=60)
+
+    assert code == 2
+    assert [line for line in process.log if "grpc_port" in line] == [
+        f"cannot start the model server: grpc_port {port}: cannot listen on 127.0.0.1:{port} "
+        "(another process listens there, or host '127.0.0.1' is no address of this machine)\n"
+    ]
+    assert not any("Traceback" in line for line in process.log)
 
 
 def test_sigterm_answers_requests_in_flight_then_exits_zero(

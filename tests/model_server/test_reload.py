@@ -6,6 +6,7 @@ GRPCInferenceService, not the extension's ModelRepositoryService, and MLServer's
 not installed.
 """
 
+import asyncio
 import json
 import logging
 import shutil
@@ -25,6 +26,7 @@ from model_server.model_config import CONFIG_FILE
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import model_repository_pb2 as repo_pb
 from model_server.proto import model_repository_pb2_grpc as repo_grpc
+from model_server.repository import ModelRepository, ModelState, ModelVersion
 from model_server.telemetry import MODEL_NAME, MODEL_VERSION
 from tests.conftest import Serve, ServerThread, wait_until
 from tests.model_server.protocol import outputs, pixels_request, probe_request
@@ -213,6 +215,96 @@ def test_a_broken_version_fails_alone_and_the_old_one_keeps_serving(
         assert set(loop.versions) == {"1"}
     assert not model_ready(server, "digits", "2")
     assert health(server, "digits") == SERVING
+
+
+def unbound_drift_window(version_dir: Path) -> None:
+    config = json.loads((version_dir / CONFIG_FILE).read_text())
+    config["monitoring"].update(drift_window_rows=None, drift_window_seconds=None)
+    (version_dir / CONFIG_FILE).write_text(json.dumps(config))
+
+
+def nest_config_deeply(version_dir: Path) -> None:
+    """Valid JSON that the parser cannot read (RecursionError): a failure nobody expected."""
+    (version_dir / CONFIG_FILE).write_text("[" * 100_000 + "]" * 100_000)
+
+
+DAMAGE: dict[Callable[[Path], None], str] = {
+    unbound_drift_window: "drift_window_rows and drift_window_seconds are both null",
+    nest_config_deeply: "unexpected error: RecursionError(",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_version_that_fails_to_load_at_start_is_failed_and_the_server_serves(
+    repository: Path,
+    serve: Serve,
+    digits_version_dir: Path,
+    damage: Callable[[Path], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    shutil.copytree(digits_version_dir, repository / "digits" / "2")
+    damage(repository / "digits" / "2")
+
+    server = serve(repository)
+
+    (entry,) = [e for e in index(server) if e[:2] == ("digits", "2")]
+    assert entry[2] == "FAILED"
+    assert DAMAGE[damage] in entry[3]
+    assert answering_version(server) == "1"
+    failures = [r for r in caplog.records if r.getMessage().startswith("model digits:2 failed")]
+    assert [r.levelno for r in failures] == [logging.ERROR]
+    if damage is nest_config_deeply:  # unexpected: logged with its stack trace
+        assert "RecursionError" in (failures[0].exc_text or "")
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_version_that_fails_to_load_at_run_time_is_failed_with_its_reason(
+    repository: Path, serve: Serve, digits_version_dir: Path, damage: Callable[[Path], None]
+) -> None:
+    server = serve(repository)
+    shutil.copytree(digits_version_dir, repository / "digits" / "2")
+    damage(repository / "digits" / "2")
+
+    error = rpc_error(
+        lambda: repository_stub(server).RepositoryModelLoad(
+            repo_pb.RepositoryModelLoadRequest(model_name="digits", model_version="2")
+        )
+    )
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    (entry,) = [e for e in index(server) if e[:2] == ("digits", "2")]
+    assert entry[2] == "FAILED"
+    assert DAMAGE[damage] in entry[3]
+    assert error.details() == f"model digits:2 failed to load: {entry[3]}"
+    assert answering_version(server) == "1"
+
+
+def test_a_load_during_start_up_loads_each_version_once(
+    repository: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gRPC port opens before the repository is loaded, so RepositoryModelLoad can ask for a
+    version while start-up is under way: here for probe, which start-up reaches after digits."""
+    caplog.set_level(logging.INFO, "model_server.repository")
+    write_probe(repository / "probe" / "1", probe_config())
+    models = ModelRepository(repository)
+
+    async def start_up_and_load() -> tuple[ModelVersion, ModelVersion | None]:
+        start_up = asyncio.ensure_future(models.load_all())
+        loaded = await models.load_version("probe", 1)
+        await start_up
+        kept = models.entry("probe", 1)
+        await models.close()
+        return loaded, kept
+
+    loaded, kept = asyncio.run(start_up_and_load())
+
+    assert kept is loaded
+    assert loaded.state is ModelState.UNLOADED
+    assert loaded.batcher is None  # closed with the repository: no batcher left behind
+    ready = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("model probe:1 ready")
+    ]
+    assert len(ready) == 1
 
 
 def test_a_load_of_one_version_leaves_a_newer_failed_one_alone(
@@ -479,7 +571,7 @@ def test_mistakes_get_their_code_and_name_the_field(
     assert error.code() == code
     assert (error.details() or "").startswith(details)
     assert answering_version(server) == "1"
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
 
 
 def test_server_metadata_and_reflection_name_the_extension(repository: Path, serve: Serve) -> None:

@@ -5,20 +5,24 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
+from torch import nn
 
+from model_server.model_config import ModelConfig, MonitoringConfig, TensorSpec
 from model_server.proto import grpc_service_pb2 as pb
 from tests.conftest import Serve, ServerThread, wait_until
-from tests.model_server.protocol import pixels_request, probe_request
-from tests.model_server.test_models import probe_config, write_probe
+from tests.model_server.protocol import pixels_request, probe_request, raw_request
+from tests.model_server.test_models import probe_config, write_config, write_probe
 from tests.telemetry_capture import TelemetryCapture
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = (("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),)
 INFER_SPAN = "inference.GRPCInferenceService/ModelInfer"
+ROW4 = np.ones((1, 4))
 
 
 @pytest.fixture
@@ -49,6 +53,8 @@ def test_request_spans_continue_the_callers_trace(
         "rpc.service": "inference.GRPCInferenceService",
         "rpc.method": "ModelInfer",
         "rpc.grpc.status_code": 0,
+        "model.name": "digits",
+        "model.version": "1",
     }
     for phase in ("infer.decode", "infer.queue", "infer.encode"):
         (span,) = _named(spans, phase)
@@ -97,6 +103,27 @@ def test_client_errors_are_not_span_errors_but_server_faults_are(
     assert server_fault.status.status_code is StatusCode.ERROR
 
 
+def test_the_request_span_names_the_model_and_the_version_that_answered(
+    server: ServerThread, telemetry: TelemetryCapture
+) -> None:
+    """What Tempo searches such as `{ span.model.name = "digits" }` find; bounded like the
+    metrics: a name the repository does not know is `_unknown`, a version only from an answer."""
+    server.stub.ModelInfer(probe_request(np.ones((1, 4))), metadata=TRACEPARENT)
+    for request in (pixels_request(np.zeros((1, 3)), version="1"), probe_request(ROW4, "nope")):
+        with pytest.raises(grpc.RpcError):
+            server.stub.ModelInfer(request, metadata=TRACEPARENT)
+
+    named = [
+        {k: v for k, v in (span.attributes or {}).items() if k.startswith("model.")}
+        for span in _named(telemetry.finished_spans(), INFER_SPAN)
+    ]
+    assert named == [
+        {"model.name": "probe", "model.version": "1"},
+        {"model.name": "digits"},
+        {"model.name": "_unknown"},
+    ]
+
+
 def test_health_checks_are_not_traced(server: ServerThread, telemetry: TelemetryCapture) -> None:
     assert server.channel is not None
     server.stub.ServerLive(pb.ServerLiveRequest())
@@ -128,6 +155,9 @@ def test_request_metrics_have_bounded_attributes(
     name = "inferwatch.server.requests"
     before_ok = telemetry.total(name, **{"model.name": "digits", "status": "OK"})
     before_unknown = telemetry.total(name, **{"model.name": "_unknown", "status": "NOT_FOUND"})
+    before_duration = telemetry.total(
+        "inferwatch.server.request.duration", **{"model.name": "digits", "model.version": "1"}
+    )
 
     server.stub.ModelInfer(pixels_request(np.zeros((3, 64))))
     with pytest.raises(grpc.RpcError):
@@ -139,13 +169,16 @@ def test_request_metrics_have_bounded_attributes(
     names = {(p.attributes or {}).get("model.name") for p in telemetry.points(name)}
     assert "no-such-model-xyz" not in names
     duration = "inferwatch.server.request.duration"
-    assert telemetry.total(duration, **{"model.name": "digits", "model.version": "1"}) >= 1
+    assert telemetry.total(duration, **{"model.name": "digits", "model.version": "1"}) == (
+        before_duration + 1
+    )
 
 
 def test_model_quality_and_batch_metrics(server: ServerThread, telemetry: TelemetryCapture) -> None:
     digits_attributes = {"model.name": "digits", "model.version": "1"}
     confidence_before = telemetry.total("inferwatch.model.confidence", **digits_attributes)
     predictions_before = telemetry.total("inferwatch.model.predictions", **digits_attributes)
+    batches_before = telemetry.total("inferwatch.batch.size", **digits_attributes)
 
     server.stub.ModelInfer(pixels_request(np.zeros((5, 64))))
 
@@ -156,7 +189,7 @@ def test_model_quality_and_batch_metrics(server: ServerThread, telemetry: Teleme
     assert telemetry.total(predictions, **digits_attributes) == predictions_before + 5
     labels = {(p.attributes or {}).get("label") for p in telemetry.points(predictions)}
     assert labels <= {str(d) for d in range(10)}
-    assert telemetry.total("inferwatch.batch.size", **digits_attributes) >= 1
+    assert telemetry.total("inferwatch.batch.size", **digits_attributes) == batches_before + 1
     assert telemetry.total("inferwatch.model.ready", **digits_attributes) == 1
     depth = telemetry.points("inferwatch.batch.queue.depth")
     assert any(p.attributes == {"model.name": "probe", "model.version": "1"} for p in depth)
@@ -172,3 +205,43 @@ def test_in_flight_and_queue_depth_while_a_request_waits(
     waiting.result(timeout=10)
     assert telemetry.total("inferwatch.server.requests.in_flight", **slow) == 0
     assert telemetry.total("inferwatch.batch.queue.depth", **slow) == 0
+
+
+class Softmax(nn.Module):
+    """x [N, 2] -> class probabilities; a row holding NaN or infinity gives NaN probabilities."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x, dim=1)
+
+
+def test_rows_with_nan_probabilities_are_no_prediction(
+    repository: Path, serve: Serve, telemetry: TelemetryCapture
+) -> None:
+    version_dir = repository / "softmax" / "1"
+    version_dir.mkdir(parents=True)
+    torch.jit.script(Softmax()).save(str(version_dir / "model.pt"))  # type: ignore[no-untyped-call]
+    write_config(
+        version_dir,
+        ModelConfig(
+            inputs=[TensorSpec(name="x", datatype="FP32", shape=(-1, 2))],
+            outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=(-1, 2))],
+            labels=["a", "b"],
+            monitoring=MonitoringConfig(probabilities_output="probabilities"),
+        ),
+    )
+    server = serve(repository)
+    attributes = {"model.name": "softmax", "model.version": "1"}
+
+    def counts() -> tuple[float, float, float]:
+        predictions = "inferwatch.model.predictions"
+        return (
+            telemetry.total(predictions, label="a", **attributes),
+            telemetry.total(predictions, label="b", **attributes),
+            telemetry.total("inferwatch.model.confidence", **attributes),
+        )
+
+    before = counts()
+    rows = np.array([[np.nan, 0.0], [0.0, 5.0], [5.0, 0.0], [np.inf, 0.0]], dtype=np.float32)
+    server.stub.ModelInfer(raw_request("softmax", {"x": rows}))
+
+    assert np.subtract(counts(), before).tolist() == [1, 1, 2]  # label a, label b, confidence

@@ -76,6 +76,9 @@ def test_inference_keeps_working_and_losses_are_counted(
             while sample_value(port, failed, signal="traces") == 0:
                 assert time.monotonic() < deadline, "no export failure counted"
                 time.sleep(0.2)  # failures are counted when an export attempt gives up
+            failures = sample_value(port, failed, signal="traces")
+            # The spans of every failed export (at least one each) are lost, and counted.
+            assert sample_value(port, lost, signal="traces", reason="export_failed") >= failures
         started = time.monotonic()
         assert process.terminate(timeout_s=30) == 0
         assert time.monotonic() - started < 20  # shutdown is bounded despite the endpoint

@@ -165,6 +165,25 @@ def test_probabilities_give_labels_and_confidence(digits_reference: Reference) -
     assert report.features[0].samples == 0
 
 
+def test_rows_with_non_finite_probabilities_predict_no_class(
+    digits_reference: Reference,
+) -> None:
+    monitor = DriftMonitor(digits_reference, _BIG)
+    probabilities = np.full((150, 10), 0.05)
+    probabilities[:, 3] = 0.55
+    probabilities[:10] = np.nan  # argmax would call these class 0
+    probabilities[10:15, 7] = np.inf
+    probabilities[15:20, 1] = -np.inf  # the row's largest value is finite, the row is not
+    monitor.update(probabilities=probabilities)
+    report = monitor.evaluate()
+    assert report.prediction is not None
+    assert report.confidence is not None
+    assert (report.prediction.samples, report.prediction.invalid) == (130, 20)
+    assert report.prediction.distribution[3] == 1.0
+    assert (report.confidence.samples, report.confidence.missing) == (130, 20)
+    assert report.confidence.mean == pytest.approx(0.55)
+
+
 def test_empty_window_report_is_strict_json(digits_reference: Reference) -> None:
     report = DriftMonitor(digits_reference, model="digits", version="1").evaluate()
     assert report.status == "insufficient_data"
