@@ -226,6 +226,8 @@ class DynamicBatcher:
             self._queue.popleft()
             pending.queued = False
             self._queued_rows -= pending.rows
+            if pending.future.done():  # cancelled, its caller not yet resumed to leave the queue
+                continue
             if pending.deadline is not None and pending.deadline <= now:
                 telemetry.rejected.add(1, self._expired)
                 pending.future.set_exception(
