@@ -436,8 +436,9 @@ def feedback_response_to_body(request: mon_pb.FeedbackRequest, merged: Merged) -
                 result=name,
                 message=None if ok else answer.message,
                 model_version=answer.model_version if ok else None,
-                predicted_label=answer.predicted_label if ok else None,
-                confidence=answer.confidence if ok else None,
+                # "" over gRPC: the row predicted nothing (a NaN or infinite probability)
+                predicted_label=(answer.predicted_label or None) if ok else None,
+                confidence=answer.confidence if ok and answer.predicted_label else None,
                 correct=answer.correct if ok else None,
                 trace_id=(answer.trace_id or None) if ok else None,
             )

@@ -183,7 +183,10 @@ class FeedbackItemResult(_Strict):
     model_version: str | None = None
     """The version that made the prediction."""
     predicted_label: str | None = None
+    """The predicted label; null when the row predicted nothing (a NaN or infinite
+    probability; the label still counts, as wrong)."""
     confidence: float | None = None
+    """The predicted label's probability; null when it predicted nothing."""
     correct: bool | None = None
     """Whether the true label equals the predicted one."""
     trace_id: str | None = None

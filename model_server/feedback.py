@@ -11,6 +11,7 @@ loop; the metric callbacks only read finished reports and plain counters.
 """
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from model_server.errors import InvalidInputError, ModelNotFoundError
 from model_server.model_config import ModelConfig
 from monitoring.feedback import (
     MAX_ITEMS,
+    NO_PREDICTION,
     FeedbackItem,
     ItemOutcome,
     ModelKey,
@@ -74,16 +76,21 @@ class PredictionRecorder:
         span = trace.get_current_span().get_span_context()
         context = (span.trace_id, span.span_id, int(span.trace_flags))
         if rows == 1:  # the common case, without the per-row arrays: about 1 µs less
-            best = int(probabilities.argmax())
-            self._store.record(
-                response_id, self._key, best, probabilities.item(best), 1, now, context
-            )
+            # A NaN or infinite probability makes the sum non-finite (argmax would call NaN
+            # the best class): such a row predicted nothing.
+            if math.isfinite(probabilities.sum()):
+                best = int(probabilities.argmax())
+                confidence = probabilities.item(best)
+            else:
+                best, confidence = NO_PREDICTION, 0.0
+            self._store.record(response_id, self._key, best, confidence, 1, now, context)
         else:
+            finite = np.isfinite(probabilities).all(axis=1)
             self._store.record(
                 response_id,
                 self._key,
-                probabilities.argmax(axis=1),
-                probabilities.max(axis=1),
+                np.where(finite, probabilities.argmax(axis=1), NO_PREDICTION),
+                np.where(finite, probabilities.max(axis=1), 0.0),
                 rows,
                 now,
                 context,

@@ -184,7 +184,8 @@ class FeedbackItemResult(_message.Message):
     model_version: _builtins.str
     """When OK: the version that made the prediction, its predicted label and confidence,
     whether the true label equals it, and the trace id of the inference request (32 hex digits;
-    empty when the request had none).
+    empty when the request had none). A row whose probabilities held a NaN or an infinity
+    predicted nothing: predicted_label is empty, confidence 0 and correct false.
     """
     predicted_label: _builtins.str
     confidence: _builtins.float

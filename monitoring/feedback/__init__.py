@@ -26,11 +26,18 @@ from monitoring.feedback.join import (
     join_labels,
 )
 from monitoring.feedback.quality import QualityReport
-from monitoring.feedback.store import ModelKey, Prediction, PredictionStore, Removal
+from monitoring.feedback.store import (
+    NO_PREDICTION,
+    ModelKey,
+    Prediction,
+    PredictionStore,
+    Removal,
+)
 from monitoring.feedback.window import QualityWindow
 
 __all__ = [
     "MAX_ITEMS",
+    "NO_PREDICTION",
     "FeedbackItem",
     "FeedbackResult",
     "ItemOutcome",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic
 
-from monitoring.feedback.store import C, ModelKey, PredictionStore, Removal
+from monitoring.feedback.store import NO_PREDICTION, C, ModelKey, PredictionStore, Removal
 from monitoring.feedback.window import QualityWindow
 
 MAX_ITEMS = 10_000
@@ -54,8 +54,10 @@ class Joined(Generic[C]):
 
     model: ModelKey
     predicted: str
-    """The predicted label."""
+    """The predicted label; "" when the row predicted nothing (a NaN or infinite
+    probability), which counts as wrong."""
     confidence: float
+    """Its probability; 0 when it predicted nothing."""
     correct: bool
     delay_s: float
     """Seconds from the prediction to its label."""
@@ -165,7 +167,7 @@ def _join(
         FeedbackResult.OK,
         joined=Joined(
             model=found.model,
-            predicted=window.labels[predicted],
+            predicted="" if predicted == NO_PREDICTION else window.labels[predicted],
             confidence=confidence,
             correct=true == predicted,
             delay_s=now - found.at,

@@ -35,7 +35,10 @@ MAX_ID_CHARS = 256
 ModelKey = tuple[str, str]
 """(model name, version)."""
 Classes = int | npt.NDArray[np.intp]
-"""Predicted class index: an int for a one-row prediction, else one per row."""
+"""Predicted class index: an int for a one-row prediction, else one per row; `NO_PREDICTION`
+for a row whose probabilities were not all finite."""
+NO_PREDICTION = -1
+"""The class index of a row that predicted nothing (a NaN or infinite probability)."""
 Confidences = float | npt.NDArray[np.floating]
 """Highest class probability: a float for a one-row prediction, else one per row."""
 

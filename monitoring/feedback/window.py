@@ -64,14 +64,16 @@ class QualityWindow:
 
     def labelled(self, true: int, predicted: int, predicted_at: float, now: float) -> None:
         """A label (class index `true`) arrived at `now` for a prediction (class index
-        `predicted`) made at `predicted_at`."""
+        `predicted`, or a negative one when it predicted nothing: wrong, counted for no
+        class) made at `predicted_at`."""
         number = int(now / self._slice_s)
         slot = number % self._slices
         if self._numbers[slot] != number:
             self._reuse(slot, number)
         counts = self._counts[slot]
         counts[_TRUE, true] += 1
-        counts[_PREDICTED, predicted] += 1
+        if predicted >= 0:
+            counts[_PREDICTED, predicted] += 1
         if true == predicted:
             counts[_TRUE_POSITIVE, true] += 1
         made = int(predicted_at / self._slice_s)

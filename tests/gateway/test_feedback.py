@@ -15,8 +15,9 @@ from model_server import digits
 from tests.conftest import Serve, StartPrometheus
 from tests.gateway.conftest import StartGateway, client, infer_body
 from tests.gateway.servers import GatewayThread
+from tests.model_server.protocol import raw_request
 from tests.model_server.server_process import ServerProcess
-from tests.model_server.test_models import probe_config, write_probe
+from tests.model_server.test_models import probe_config, write_probe, write_softmax
 from tests.prometheus import Prometheus
 
 
@@ -238,3 +239,22 @@ def test_feedback_reaches_the_model_server_that_made_the_prediction(
         else:
             assert result["result"] == "unavailable"
             assert "did not answer" in result["message"]
+
+
+def test_a_row_that_predicted_nothing_has_null_label_and_confidence(
+    repository: Path, serve: Serve, start_gateway: StartGateway
+) -> None:
+    write_softmax(repository / "softmax" / "1")
+    server = serve(repository)
+    gateway = start_gateway([server.address])
+    rows = np.array([[np.nan, 0.0], [5.0, 0.0]], dtype=np.float32)  # softmax: [NaN, NaN], "a"
+    prediction = server.stub.ModelInfer(raw_request("softmax", {"x": rows})).id
+    items = [{"id": prediction, "label": "a", "row": row} for row in (0, 1)]
+    with client(gateway) as http:
+        answer = http.post("/v2/models/softmax/feedback", json={"items": items})
+    assert answer.status_code == 200, answer.text
+    nothing, predicted = answer.json()["results"]
+    assert (nothing["result"], nothing["correct"]) == ("ok", False)
+    assert "predicted_label" not in nothing  # null, so left out
+    assert "confidence" not in nothing
+    assert (predicted["predicted_label"], predicted["correct"]) == ("a", True)

@@ -19,7 +19,7 @@ from model_server.proto import monitoring_pb2_grpc as mon_grpc
 from model_server.settings import ModelServerSettings
 from tests.conftest import Serve, ServerThread, wait_until
 from tests.model_server.protocol import outputs, pixels_request, raw_request
-from tests.model_server.test_models import probe_config, write_probe
+from tests.model_server.test_models import probe_config, write_probe, write_softmax
 from tests.telemetry_capture import TelemetryCapture
 
 DIGITS = {"model.name": "digits", "model.version": "1"}
@@ -267,6 +267,31 @@ def test_the_feedback_span_links_to_the_prediction(
         infer_span.context.span_id,
     )
     assert link.attributes == {"inferwatch.feedback.correct": True}
+
+
+def test_a_row_with_nan_probabilities_predicted_nothing_and_counts_as_wrong(
+    repository: Path, serve: Serve, telemetry: TelemetryCapture
+) -> None:
+    write_softmax(repository / "softmax" / "1")
+    server = serve(repository)
+    rows = np.array([[np.nan, 0.0], [5.0, 0.0]], dtype=np.float32)  # softmax: [NaN, NaN], "a"
+    two = server.stub.ModelInfer(raw_request("softmax", {"x": rows}))
+    one = server.stub.ModelInfer(
+        raw_request("softmax", {"x": np.array([[np.inf, 0.0]], dtype=np.float32)})
+    )
+
+    results = _feedback(
+        server, [(two.id, "a", 0), (two.id, "a", 1), (one.id, "a", 0)], name="softmax"
+    )
+    assert [r.result for r in results] == [OK] * 3
+    assert [(r.predicted_label, r.correct) for r in results] == [
+        ("", False),
+        ("a", True),
+        ("", False),
+    ]
+    assert [r.confidence for r in results] == [0.0, pytest.approx(1.0, abs=1e-2), 0.0]
+    softmax = {"model.name": "softmax", "model.version": "1"}
+    assert telemetry.total("inferwatch.feedback.accuracy", **softmax) == pytest.approx(1 / 3)
 
 
 def test_feedback_off_still_answers_with_ids(repository: Path, serve: Serve) -> None:

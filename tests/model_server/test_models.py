@@ -6,7 +6,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model_server.model_config import CONFIG_FILE, DynamicBatchingConfig, ModelConfig, TensorSpec
+from model_server.model_config import (
+    CONFIG_FILE,
+    DynamicBatchingConfig,
+    ModelConfig,
+    MonitoringConfig,
+    TensorSpec,
+)
 
 
 class Probe(nn.Module):
@@ -62,6 +68,28 @@ def write_probe(version_dir: Path, config: ModelConfig, factor: float = 2.0) -> 
     scripted = torch.jit.script(Probe(factor))
     scripted.save(str(version_dir / config.model_file))  # type: ignore[no-untyped-call]
     write_config(version_dir, config)
+
+
+class Softmax(nn.Module):
+    """x [N, 2] -> class probabilities; a row holding NaN or infinity gives NaN probabilities."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x, dim=1)
+
+
+def write_softmax(version_dir: Path) -> None:
+    """Save a two-class classifier with labels "a" and "b" whose probabilities are monitored."""
+    version_dir.mkdir(parents=True)
+    torch.jit.script(Softmax()).save(str(version_dir / "model.pt"))  # type: ignore[no-untyped-call]
+    write_config(
+        version_dir,
+        ModelConfig(
+            inputs=[TensorSpec(name="x", datatype="FP32", shape=(-1, 2))],
+            outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=(-1, 2))],
+            labels=["a", "b"],
+            monitoring=MonitoringConfig(probabilities_output="probabilities"),
+        ),
+    )
 
 
 def write_config(version_dir: Path, config: ModelConfig | dict[str, object]) -> None:

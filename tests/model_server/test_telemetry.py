@@ -5,17 +5,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
-from torch import nn
 
-from model_server.model_config import ModelConfig, MonitoringConfig, TensorSpec
 from model_server.proto import grpc_service_pb2 as pb
 from tests.conftest import Serve, ServerThread, wait_until
 from tests.model_server.protocol import pixels_request, probe_request, raw_request
-from tests.model_server.test_models import probe_config, write_config, write_probe
+from tests.model_server.test_models import probe_config, write_probe, write_softmax
 from tests.telemetry_capture import TelemetryCapture
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -187,7 +184,11 @@ def test_model_quality_and_batch_metrics(server: ServerThread, telemetry: Teleme
     )
     predictions = "inferwatch.model.predictions"
     assert telemetry.total(predictions, **digits_attributes) == predictions_before + 5
-    labels = {(p.attributes or {}).get("label") for p in telemetry.points(predictions)}
+    labels = {
+        (p.attributes or {}).get("label")
+        for p in telemetry.points(predictions)
+        if (p.attributes or {}).get("model.name") == "digits"
+    }
     assert labels <= {str(d) for d in range(10)}
     assert telemetry.total("inferwatch.batch.size", **digits_attributes) == batches_before + 1
     assert telemetry.total("inferwatch.model.ready", **digits_attributes) == 1
@@ -207,28 +208,10 @@ def test_in_flight_and_queue_depth_while_a_request_waits(
     assert telemetry.total("inferwatch.batch.queue.depth", **slow) == 0
 
 
-class Softmax(nn.Module):
-    """x [N, 2] -> class probabilities; a row holding NaN or infinity gives NaN probabilities."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(x, dim=1)
-
-
 def test_rows_with_nan_probabilities_are_no_prediction(
     repository: Path, serve: Serve, telemetry: TelemetryCapture
 ) -> None:
-    version_dir = repository / "softmax" / "1"
-    version_dir.mkdir(parents=True)
-    torch.jit.script(Softmax()).save(str(version_dir / "model.pt"))  # type: ignore[no-untyped-call]
-    write_config(
-        version_dir,
-        ModelConfig(
-            inputs=[TensorSpec(name="x", datatype="FP32", shape=(-1, 2))],
-            outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=(-1, 2))],
-            labels=["a", "b"],
-            monitoring=MonitoringConfig(probabilities_output="probabilities"),
-        ),
-    )
+    write_softmax(repository / "softmax" / "1")
     server = serve(repository)
     attributes = {"model.name": "softmax", "model.version": "1"}
 

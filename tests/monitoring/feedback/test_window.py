@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from monitoring.feedback import QualityReport, QualityWindow
+from monitoring.feedback import NO_PREDICTION, QualityReport, QualityWindow
 
 LABELS = [f"class-{i}" for i in range(6)]
 
@@ -29,6 +29,24 @@ def test_accuracy_macro_f1_and_recall_equal_scikit_learn(seed: int) -> None:
     expected = recall_score(truth, predicted, average=None, labels=present)
     assert [report.recall[c] for c in present] == pytest.approx(expected.tolist(), abs=1e-12)
     assert math.isnan(report.recall[5])
+
+
+def test_a_row_that_predicted_nothing_is_wrong_and_predicts_no_class() -> None:
+    truth = np.array([0, 1, 2, 5, 5, 3])
+    predicted = np.array([0, NO_PREDICTION, 2, NO_PREDICTION, 5, 1])
+    window = QualityWindow(LABELS, window_s=60.0)
+    for true, guess in zip(truth.tolist(), predicted.tolist(), strict=True):
+        window.labelled(true, guess, predicted_at=1.0, now=2.0)
+    report = window.evaluate(3.0)
+
+    # scikit-learn, with "predicted nothing" as a class outside the label set
+    classes = sorted(set(truth.tolist()) | set(predicted.tolist()) - {NO_PREDICTION})
+    assert report.accuracy == accuracy_score(truth, predicted) == 0.5
+    assert report.macro_f1 == pytest.approx(
+        f1_score(truth, predicted, average="macro", labels=classes), abs=1e-12
+    )
+    assert report.recall[5] == 0.5
+    assert report.f1[4] != report.f1[4]  # never true, never predicted: NaN, not class -1's
 
 
 def test_an_empty_window_has_no_numbers() -> None:
