@@ -20,7 +20,9 @@ HTTP/2 with the gRPC framing, byte-identical one-row ModelInfer requests), and a
    that has no error and a p99 within 2x the unloaded p99 (and every later window too).
 
 h2load counts every gRPC answer as HTTP 200 (the gRPC status is in the trailers), so what it
-reports is the offered and answered rate; the statuses come from the probe.
+reports is the offered and answered rate; the statuses come from the probe, and the server's
+own count of every ModelInfer answer by status (h2load's included) from its `/metrics` after
+the run.
 """
 
 import argparse
@@ -33,9 +35,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import grpc
 import numpy as np
@@ -45,6 +49,9 @@ from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 
 _LISTENING = re.compile(r"gRPC server listening on [^:\s]+:(\d+)")
+_READY = "server ready with models"
+_METRICS = re.compile(r"Prometheus metrics on (http://\S+/metrics)")
+_ANSWERED = re.compile(r'^inferwatch_server_requests_total\{[^}]*\bstatus="(\w+)"[^}]*\} (\S+)$')
 Sample = tuple[float, float, str]  # (sent at, latency s, status name)
 
 
@@ -141,7 +148,19 @@ def _recovery_s(samples: list[Sample], burst_end: float, limit_ms: float) -> flo
     return healthy_from
 
 
-def _start_server(repository: Path) -> tuple[subprocess.Popen[str], str]:
+def _server_answers(metrics_url: str) -> dict[str, int]:
+    """ModelInfer answers by gRPC status since the server started, from its `/metrics`."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    answers: dict[str, int] = {}
+    for line in text.splitlines():
+        match = _ANSWERED.match(line)
+        if match:
+            answers[match.group(1)] = answers.get(match.group(1), 0) + int(float(match.group(2)))
+    return answers
+
+
+def _start_server(repository: Path) -> tuple[subprocess.Popen[str], str, str]:
     command = [sys.executable, "-m", "model_server", "--grpc-port", "0"]
     process = subprocess.Popen(
         [*command, "--model-repository", str(repository)],
@@ -151,11 +170,24 @@ def _start_server(repository: Path) -> tuple[subprocess.Popen[str], str]:
         text=True,
     )
     assert process.stdout is not None
+    metrics_url, port = None, None
     for line in process.stdout:
-        match = _LISTENING.search(line)
-        if match:
-            return process, f"127.0.0.1:{match.group(1)}"
-    raise RuntimeError("the model server exited before listening")
+        if (metrics := _METRICS.search(line)) is not None:
+            metrics_url = metrics.group(1)
+        if (listening := _LISTENING.search(line)) is not None:
+            port = listening.group(1)
+        if _READY in line:  # it listens before the models are loaded: wait for them
+            if metrics_url is None or port is None:
+                raise RuntimeError("the model server logged no metrics endpoint or port")
+            threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
+            return process, f"127.0.0.1:{port}", metrics_url
+    raise RuntimeError("the model server exited before it was ready")
+
+
+def _drain(output: TextIO) -> None:
+    """Read the server's log to the end, so a full pipe never blocks its logging."""
+    for _ in output:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         body = Path(workdir) / "request.grpc"
         message = _request().SerializeToString()
         body.write_bytes(b"\x00" + struct.pack(">I", len(message)) + message)
-        server, target = _start_server(repository)
+        server, target, metrics_url = _start_server(repository)
         try:
             asyncio.run(_closed_loop(target, 8, 2))  # warm-up
             unloaded = _stats(asyncio.run(_closed_loop(target, 8, seconds)), seconds)
@@ -198,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             probe = asyncio.run(_closed_loop(target, 8, seconds + 3))
             offered = _h2load_rate(burst.communicate()[0])
             burst_end = began + seconds
+            answers = _server_answers(metrics_url)
         finally:
             server.terminate()
             server.wait(30)
@@ -212,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "probe_during_overload": _stats(during, seconds),
         "recovery_limit_p99_ms": limit_ms,
         "recovery_s": _recovery_s(after, burst_end, limit_ms),
+        "server_answers_by_status": answers,
     }
     print(json.dumps(results, indent=2))
     if args.json:
