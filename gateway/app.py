@@ -23,10 +23,16 @@ from gateway.auth import ApiKeys
 from gateway.converters import validation_message
 from gateway.core import GatewayCore
 from gateway.errors import GatewayError
-from gateway.limits import HeaderLimit
+from gateway.limits import HeaderLimit, InferenceLimit
 from gateway.middleware import TRACE_ID_HEADER, TelemetryMiddleware
 from gateway.openapi import install_openapi
-from gateway.routes import JSON_LENGTH_HEADER, MODEL_VERSION_HEADER, health_router, model_router
+from gateway.routes import (
+    INFER_PATHS,
+    JSON_LENGTH_HEADER,
+    MODEL_VERSION_HEADER,
+    health_router,
+    model_router,
+)
 from gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -74,10 +80,8 @@ def create_app(settings: GatewaySettings) -> ASGIApp:
     ) -> None:
         keys.check(credentials)
 
-    app.include_router(
-        model_router(core, max_body_bytes=settings.max_message_bytes),
-        dependencies=[Security(require_key)] if keys.enabled else [],
-    )
+    models = model_router(core, max_body_bytes=settings.max_message_bytes)
+    app.include_router(models, dependencies=[Security(require_key)] if keys.enabled else [])
     for handled in (GatewayError, RequestValidationError, HTTPException, Exception):
         app.add_exception_handler(handled, error_response)
     if settings.cors_origins:
@@ -90,6 +94,11 @@ def create_app(settings: GatewaySettings) -> ASGIApp:
         )
     install_openapi(app)
     app.add_middleware(HeaderLimit, limit=settings.max_header_bytes)
+    if settings.max_concurrent_inferences:
+        inference = [r for r in models.routes if getattr(r, "path", None) in INFER_PATHS]
+        app.add_middleware(
+            InferenceLimit, limit=settings.max_concurrent_inferences, routes=inference
+        )
     return TelemetryMiddleware(app, access_log=settings.access_log)
 
 

@@ -56,10 +56,18 @@ class UnsupportedMediaTypeError(GatewayError):
     status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
 
 
+class RequestHeadersTooLargeError(GatewayError):
+    """The request's headers are larger than the configured limit."""
+
+    status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+
+
 class TooManyRequestsError(GatewayError):
-    """The model server refused the request for now (its queue is full); retry later."""
+    """The gateway (as many inferences in flight as it takes) or the model server (its queue is
+    full, or its own limit is reached) refused the request for now; retry later."""
 
     status = HTTPStatus.TOO_MANY_REQUESTS
+    headers = MappingProxyType({"Retry-After": "1"})
 
 
 class UpstreamFailedError(GatewayError):

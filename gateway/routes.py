@@ -41,6 +41,10 @@ MODEL_VERSION_HEADER = "x-model-version"
 JSON_LENGTH_HEADER = "inference-header-content-length"
 BINARY = "application/octet-stream"
 _BINARY_SCHEMA = {"schema": {"type": "string", "format": "binary"}}
+INFER_PATH = "/v2/models/{model_name}/infer"
+VERSION_INFER_PATH = "/v2/models/{model_name}/versions/{model_version}/infer"
+INFER_PATHS = (INFER_PATH, VERSION_INFER_PATH)
+"""The inference routes (`GATEWAY_MAX_CONCURRENT_INFERENCES` limits these alone)."""
 
 RequestTimeout = Annotated[
     float | None,
@@ -301,7 +305,7 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
         return Response(content, media_type=BINARY, headers=headers)
 
     @router.post(
-        "/v2/models/{model_name}/infer",
+        INFER_PATH,
         response_model=None,
         responses=_INFER_RESPONSES,
         openapi_extra=_INFER_BODY,
@@ -316,7 +320,7 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
         return await infer(model_name, "", body, x_request_timeout, inference_header_content_length)
 
     @router.post(
-        "/v2/models/{model_name}/versions/{model_version}/infer",
+        VERSION_INFER_PATH,
         response_model=None,
         responses=_INFER_RESPONSES,
         openapi_extra=_INFER_BODY,

@@ -102,6 +102,10 @@ class GatewaySettings(TelemetrySettings):
     """Largest request body (larger ones get 413) and largest gRPC message either way."""
     max_header_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024
     """Largest total size of a request's header names and values; larger requests get 431."""
+    max_concurrent_inferences: Annotated[int, Field(ge=0)] = 128
+    """Inference requests (POST .../infer) handled at once; beyond it new ones get 429 with
+    `Retry-After` at once, before their body is read, instead of queueing without bound
+    (docs/RELIABILITY.md). Other requests are not limited. 0: no limit."""
     api_keys: tuple[Annotated[SecretStr, Field(min_length=1)], ...] = ()
     """API keys as a JSON list; when any key is configured every call but the health checks
     needs `Authorization: Bearer <key>`."""

@@ -23,6 +23,7 @@ from tests.otel.support import free_port
 from tests.telemetry_capture import TelemetryCapture
 
 ZEROS = np.zeros((1, 64))
+SLOW = {"model.name": "slow", "model.version": "1"}
 
 
 def _digits(data: object, shape: list[int] | None = None, datatype: str = "FP32") -> object:
@@ -180,6 +181,48 @@ def test_a_full_queue_is_429(gateway: GatewayThread) -> None:
     rejected = [answer for answer in answers if answer.status_code == 429]
     assert rejected, [answer.status_code for answer in answers]
     assert "queue" in rejected[0].json()["error"]
+    assert rejected[0].headers["retry-after"] == "1"
+
+
+@pytest.mark.usefixtures("no_error_logs")
+def test_beyond_max_concurrent_inferences_is_429_at_once(
+    repository: Path, serve: Serve, start_gateway: StartGateway, telemetry: TelemetryCapture
+) -> None:
+    write_probe(repository / "slow" / "1", probe_config(delay_ms=500))
+    gateway = start_gateway([serve(repository).address], max_concurrent_inferences=2)
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0] * 4}]}
+
+    def send(_: int) -> httpx.Response:
+        with client(gateway) as http:
+            return http.post("/v2/models/slow/infer", json=body)
+
+    with ThreadPoolExecutor(2) as pool:
+        held = list(map(pool.submit, [send] * 2, range(2)))
+        wait_until(lambda: telemetry.total("inferwatch.batch.queue.depth", **SLOW) == 2)
+        with client(gateway) as http:
+            refused = http.post("/v2/models/slow/infer", json=body)
+            refused_version = http.post("/v2/models/slow/versions/1/infer", json=body)
+            metadata = http.get("/v2/models/slow")  # only inference is limited
+        answers = [future.result() for future in held]
+    assert (refused.status_code, refused_version.status_code) == (429, 429)
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json() == {
+        "error": "gateway busy: 2 inference requests in flight, the most it takes at once "
+        "(GATEWAY_MAX_CONCURRENT_INFERENCES=2); retry later"
+    }
+    assert metadata.status_code == 200
+    assert [answer.status_code for answer in answers] == [200, 200]
+    refusals = {  # counted and traced under their route, like any answer
+        (p.attributes or {}).get("http.route")
+        for p in telemetry.points("http.server.request.duration")
+        if (p.attributes or {}).get("http.response.status_code") == 429
+    }
+    assert refusals == {
+        "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+    }
+    with client(gateway) as http:  # the two have left: room again
+        assert http.post("/v2/models/digits/infer", json=infer_body(ZEROS)).status_code == 200
 
 
 @pytest.mark.usefixtures("no_error_logs")
