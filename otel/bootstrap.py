@@ -12,12 +12,13 @@ from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
 from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from otel import otlp
 from otel.logs import install_otlp_handler, install_stdout_handler, remove_log_handlers
+from otel.metric_export import PeriodicExport, shares_aggregation
 from otel.prometheus import MetricsServer, PrometheusReader
 from otel.selfmetrics import (
     CountingLogExporter,
@@ -29,6 +30,7 @@ from otel.selfmetrics import (
 from otel.settings import TelemetrySettings
 from otel.system_metrics import register_gpu_metrics, register_process_metrics
 from otel.telemetry import Closable, SdkPipeline, Telemetry
+from otel.tracing import LeanTracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +131,14 @@ def _build_pipeline(
     exporters: list[Closable] = []
 
     readers = [prometheus, *metric_readers]
+    metric_export = None
     if metric_exporter is not None:
         counted_metrics = CountingMetricExporter(metric_exporter, stats)
         exporters.append(counted_metrics)
-        readers.append(PeriodicExportingMetricReader(counted_metrics))
+        if shares_aggregation(counted_metrics):
+            metric_export = PeriodicExport(prometheus, counted_metrics)
+        else:
+            readers.append(PeriodicExportingMetricReader(counted_metrics))
     # No View: a View's buckets would override every instrument's own advice (the label delay
     # spans seconds to a day); each histogram passes explicit_bucket_boundaries_advisory.
     meter_provider = MeterProvider(
@@ -149,7 +155,7 @@ def _build_pipeline(
     register_process_metrics(meter)
     register_gpu_metrics(meter)
 
-    tracer_provider = TracerProvider(
+    tracer_provider = LeanTracerProvider(
         resource=resource,
         shutdown_on_exit=False,
         sampler=None if records_spans else ALWAYS_OFF,  # None: the SDK reads OTEL_TRACES_SAMPLER
@@ -180,6 +186,7 @@ def _build_pipeline(
         meter_provider=meter_provider,
         logger_provider=logger_provider,
         metrics_server=server,
+        metric_export=metric_export,
         exporters=exporters,
         ships_logs=log_exporter is not None or bool(log_processors),
     )

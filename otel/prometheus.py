@@ -6,6 +6,7 @@ the Prometheus text format 0.0.4.
 
 import logging
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,24 +22,45 @@ _STOP_POLL_S = 0.1
 
 
 class PrometheusReader(MetricReader):
-    """Pull reader (cumulative): each `scrape()` collects the SDK's metrics and renders them."""
+    """Pull reader (cumulative): each `scrape()` collects the SDK's metrics and renders them.
+
+    `collect_data()` hands the same collection to another consumer (the OTLP export of
+    `otel.metric_export`), so the SDK aggregates each measurement once for both.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
+        self._collect_lock = threading.Lock()
         self._exposition = Exposition()
+        self._collected: MetricsData | None = None
+        self._listeners: list[Callable[[MetricsData], None]] = []
+
+    def on_collect(self, listener: Callable[[MetricsData], None]) -> None:
+        """Calls `listener` with every collection from now on (in the collecting thread)."""
+        self._listeners.append(listener)
 
     def scrape(self, *, openmetrics: bool) -> str:
         """Collects now and returns the text body."""
-        self.collect()
+        self.collect_data()
         with self._lock:
             return self._exposition.render(openmetrics=openmetrics)
+
+    def collect_data(self, timeout_millis: float = 10_000) -> MetricsData | None:
+        """Collects now: the metrics (None when there are none yet); the scrape body follows."""
+        with self._collect_lock:
+            self._collected = None
+            self.collect(timeout_millis=timeout_millis)
+            return self._collected
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
+        self._collected = metrics_data
         with self._lock:
             self._exposition.update(metrics_data)
+        for listener in self._listeners:
+            listener(metrics_data)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         """Nothing to release; the HTTP server is stopped separately."""

@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import Attributes
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,13 @@ _DOUBLE = struct.Struct("<d")
 _FLAGS_LOCAL = b"\x85\x01" + _FIXED32.pack(0x100)
 _FLAGS_REMOTE = b"\x85\x01" + _FIXED32.pack(0x300)
 _EMPTY_STATUS = b"\x7a\x00"
+_LINK_FLAGS_LOCAL = b"\x35" + _FIXED32.pack(0x100)
+_LINK_FLAGS_REMOTE = b"\x35" + _FIXED32.pack(0x300)
+_LOW_64 = (1 << 64) - 1
+# trace_id (tag, length, high and low 64 bits) and span_id (tag, length, 64 bits), big-endian.
+_IDS = struct.Struct(">BBQQBBQ")
+_PARENT = struct.Struct(">BBQ")
+_TIMES = struct.Struct("<BQBQ")  # start_time_unix_nano and end_time_unix_nano, fixed64 each
 
 
 def _varint(value: int) -> bytes:
@@ -83,7 +90,7 @@ class SpanEncoder:
 
     def __init__(self) -> None:
         self._key_values: dict[tuple[str, type, Any], bytes] = {}
-        self._names: dict[str, bytes] = {}
+        self._heads: dict[tuple[str, SpanKind], bytes] = {}
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 
@@ -110,27 +117,38 @@ class SpanEncoder:
     def _span(self, span: ReadableSpan) -> bytes:
         context = span.get_span_context()
         assert context is not None  # a finished SDK span always has one
+        parent = span.parent
+        head = self._heads.get((span.name, span.kind))
+        if head is None:
+            head = self._head(span.name, span.kind)
         parts = [
-            b"\x0a\x10",
-            context.trace_id.to_bytes(16, "big"),
-            b"\x12\x08",
-            context.span_id.to_bytes(8, "big"),
+            _IDS.pack(
+                0x0A,
+                16,
+                context.trace_id >> 64,
+                context.trace_id & _LOW_64,
+                0x12,
+                8,
+                context.span_id,
+            )
         ]
         if context.trace_state:
             state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
             parts.append(_field(b"\x1a", state.encode()))
-        parent = span.parent
         if parent is not None:
-            parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-        parts.append(self._name(span.name))
-        parts += (b"\x30", _varint(span.kind.value + 1))  # OTLP kinds count from 1
-        if span.start_time:
-            parts += (b"\x39", _FIXED64.pack(span.start_time))
-        if span.end_time:
-            parts += (b"\x41", _FIXED64.pack(span.end_time))
-        parts += self._attributes(b"\x4a", span.attributes)
+            parts.append(_PARENT.pack(0x22, 8, parent.span_id))
+        parts.append(head)
+        if span.start_time and span.end_time:
+            parts.append(_TIMES.pack(0x39, span.start_time, 0x41, span.end_time))
+        else:  # an SDK span always has both; a hand-made ReadableSpan may lack them
+            if span.start_time:
+                parts.append(b"\x39" + _FIXED64.pack(span.start_time))
+            if span.end_time:
+                parts.append(b"\x41" + _FIXED64.pack(span.end_time))
+        if span.attributes:
+            parts += self._attributes(b"\x4a", span.attributes)
         if span.dropped_attributes:
-            parts += (b"\x50", _varint(span.dropped_attributes))
+            parts.append(b"\x50" + _varint(span.dropped_attributes))
         for event in span.events:
             body = [b"\x09", _FIXED64.pack(event.timestamp), _field(b"\x12", event.name.encode())]
             body += self._attributes(b"\x1a", event.attributes)
@@ -138,24 +156,45 @@ class SpanEncoder:
                 body += (b"\x20", _varint(event.dropped_attributes))
             parts.append(_field(b"\x5a", b"".join(body)))
         if span.dropped_events:
-            parts += (b"\x60", _varint(span.dropped_events))
+            parts.append(b"\x60" + _varint(span.dropped_events))
         for link in span.links:
+            link_context = link.context
             body = [
-                b"\x0a\x10",
-                link.context.trace_id.to_bytes(16, "big"),
-                b"\x12\x08",
-                link.context.span_id.to_bytes(8, "big"),
+                _IDS.pack(
+                    0x0A,
+                    16,
+                    link_context.trace_id >> 64,
+                    link_context.trace_id & _LOW_64,
+                    0x12,
+                    8,
+                    link_context.span_id,
+                )
             ]
-            body += self._attributes(b"\x22", link.attributes)
+            if link.attributes:
+                body += self._attributes(b"\x22", link.attributes)
             if link.dropped_attributes:
                 body += (b"\x28", _varint(link.dropped_attributes))
-            body.append(b"\x35" + _FIXED32.pack(_flags(link.context)))
-            parts.append(_field(b"\x6a", b"".join(body)))
+            body.append(_LINK_FLAGS_REMOTE if link_context.is_remote else _LINK_FLAGS_LOCAL)
+            encoded = b"".join(body)
+            parts += (b"\x6a", _varint(len(encoded)), encoded)
         if span.dropped_links:
-            parts += (b"\x70", _varint(span.dropped_links))
-        parts.append(_status(span.status.status_code.value, span.status.description))
+            parts.append(b"\x70" + _varint(span.dropped_links))
+        status = span.status
+        if status.status_code is StatusCode.UNSET and not status.description:
+            parts.append(_EMPTY_STATUS)
+        else:
+            parts.append(_status(status.status_code.value, status.description))
         parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
-        return _field(b"\x12", b"".join(parts))
+        encoded = b"".join(parts)
+        return b"\x12" + _varint(len(encoded)) + encoded
+
+    def _head(self, name: str, kind: SpanKind) -> bytes:
+        """The name and kind fields of a span, cached per pair."""
+        if len(self._heads) >= CACHE_LIMIT:
+            self._heads.clear()
+        head = _field(b"\x2a", name.encode()) + b"\x30" + _varint(kind.value + 1)  # kinds from 1
+        self._heads[name, kind] = head
+        return head
 
     def _attributes(self, tag: bytes, attributes: Attributes) -> Iterable[bytes]:
         if not attributes:
@@ -178,14 +217,6 @@ class SpanEncoder:
                     cache[cache_key] = found
             encoded.append(tag + found)
         return encoded
-
-    def _name(self, name: str) -> bytes:
-        found = self._names.get(name)
-        if found is None:
-            if len(self._names) >= CACHE_LIMIT:
-                self._names.clear()
-            found = self._names[name] = _field(b"\x2a", name.encode())
-        return found
 
     def _resource(self, resource: Resource) -> bytes:
         """ResourceSpans fields 1 (the resource) and 3 (its schema URL)."""
@@ -218,10 +249,6 @@ class SpanEncoder:
             self._scopes.clear()
         self._scopes[id(scope)] = (scope, encoded)
         return encoded
-
-
-def _flags(context: SpanContext) -> int:
-    return 0x300 if context.is_remote else 0x100
 
 
 def _status(code: int, description: str | None) -> bytes:

@@ -14,6 +14,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel.logs import remove_log_handlers
+from otel.metric_export import PeriodicExport
 from otel.prometheus import MetricsServer
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ class SdkPipeline:
     meter_provider: MeterProvider
     logger_provider: LoggerProvider
     metrics_server: MetricsServer
+    metric_export: PeriodicExport | None
+    """OTLP metric export from the Prometheus reader's aggregation (None: no OTLP metrics, or
+    the SDK's own periodic reader, for an exporter that wants other temporality)."""
     exporters: Sequence[Closable]
     """The OTLP exporters, shut down directly when a graceful shutdown overruns."""
     ships_logs: bool
@@ -40,12 +44,15 @@ class SdkPipeline:
 
     def force_flush(self) -> bool:
         providers = (self.tracer_provider, self.logger_provider, self.meter_provider)
-        return all([provider.force_flush() for provider in providers])
+        flushed = all([provider.force_flush() for provider in providers])
+        return (self.metric_export is None or self.metric_export.force_flush()) and flushed
 
     def shutdown(self) -> bool:
         """Spans and logs first, metrics last: the final metric export counts their losses."""
         self.tracer_provider.shutdown()
         self.logger_provider.shutdown()
+        if self.metric_export is not None:
+            self.metric_export.shutdown()
         self.meter_provider.shutdown()
         return True
 

@@ -15,6 +15,7 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import AttributeValue
 
 from otel.span_encoding import SpanEncoder
+from otel.tracing import LeanTracerProvider
 
 REMOTE_PARENT = SpanContext(
     trace_id=0x0AF7651916CD43DD8448EB211C80319C,
@@ -61,11 +62,14 @@ def _spans(provider: TracerProvider, exporter: InMemorySpanExporter) -> Sequence
     return exporter.get_finished_spans()
 
 
-@pytest.fixture
-def provider() -> tuple[TracerProvider, InMemorySpanExporter]:
+@pytest.fixture(params=[TracerProvider, LeanTracerProvider])
+def provider(request: pytest.FixtureRequest) -> tuple[TracerProvider, InMemorySpanExporter]:
+    """The SDK's provider, and ours whose spans the model server exports."""
     exporter = InMemorySpanExporter()
     resource = Resource.create({"service.name": "encoding-test", "replicas": 3}, "https://r")
-    provider = TracerProvider(resource=resource, span_limits=SpanLimits(max_span_attributes=16))
+    provider: TracerProvider = request.param(
+        resource=resource, span_limits=SpanLimits(max_span_attributes=16)
+    )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider, exporter
 
