@@ -6,10 +6,10 @@ waited `max_queue_delay`, then runs the forward pass on the version's own
 inference thread (so the event loop never blocks) and hands each caller its
 own rows. While a forward pass runs, new requests queue up and form the next
 batch, so under load batches fill without waiting for the delay. A model whose
-recent forward passes took at most `inline_forward_max_s` runs on the event loop
-instead: for a small model the hop to the thread and back costs more than the pass, and
-the GIL-bound work around it (joining, metrics, the batch observer) gains nothing from
-another thread.
+recent forward passes took at most `inline_forward_max_s` (`_pass_cost`: a fast pass counts
+at once, a slow one a little) runs on the event loop instead: for a small model the hop to
+the thread and back costs more than the pass, and the GIL-bound work around it (joining,
+metrics, the batch observer) gains nothing from another thread.
 
 The delay is only paid while it pays: the batcher keeps a moving average of how many rows
 joined during its recent waits, and while that is under half a row (lone or sparse traffic)
@@ -53,8 +53,10 @@ QUEUE_SPAN = "infer.queue"
 FORWARD_SPAN = "infer.forward"
 BATCH_SIZE_ATTRIBUTE = "inferwatch.batch.size"
 BATCH_REQUESTS_ATTRIBUTE = "inferwatch.batch.requests"
-#: Weight of the newest sample in the moving averages (forward seconds, rows gained by waiting).
+#: Weight of the newest sample in the moving average of rows gained by waiting.
 _AVERAGE_WEIGHT = 0.2
+#: Weight of a slower pass in the forward-pass cost (a faster one replaces it): `_pass_cost`.
+_COST_RISE_WEIGHT = 0.05
 #: Waits that gather fewer rows than this on average are skipped.
 _MIN_WAIT_GAIN_ROWS = 0.5
 
@@ -101,7 +103,7 @@ class DynamicBatcher:
         self._max_queue_size = max_queue_size
         self._enabled = enabled
         self._inline_forward_max_s = inline_forward_max_s
-        self._forward_s: float | None = None  # forward seconds, moving average
+        self._forward_s: float | None = None  # forward seconds: `_pass_cost`
         self._skip_unproductive_delay = skip_unproductive_delay
         self._probe_every = probe_every
         self._wait_gain: float | None = None  # rows that joined during a wait, moving average
@@ -307,10 +309,7 @@ class DynamicBatcher:
         started = time.perf_counter()
         outputs = self._forward(inputs)
         seconds = time.perf_counter() - started
-        previous = self._forward_s
-        self._forward_s = (
-            seconds if previous is None else previous + _AVERAGE_WEIGHT * (seconds - previous)
-        )
+        self._forward_s = _pass_cost(self._forward_s, seconds)
         telemetry.forward_duration.record(seconds, self._attributes)
         telemetry.batch_size.record(inputs[0].shape[0], self._attributes)
         if self._observe_batch is not None:
@@ -319,6 +318,18 @@ class DynamicBatcher:
             except Exception:  # observing the model must never fail its answers
                 logger.exception("model %s: observing a batch failed", self._name)
         return outputs
+
+
+def _pass_cost(previous: float | None, seconds: float) -> float:
+    """The forward-pass cost that decides where passes run: it follows a faster pass at once
+    and a slower one slowly. A pass's wall time includes waiting for the GIL while another
+    thread holds it (the telemetry export thread encoding a batch of spans), and those waits
+    move a 50 µs pass into the milliseconds now and then; averaging them in had moved cheap
+    models off the event loop under full telemetry, onto a thread hop that costs more than
+    the pass. A model that really got slower still moves within a few passes."""
+    if previous is None or seconds <= previous:
+        return seconds
+    return previous + _COST_RISE_WEIGHT * (seconds - previous)
 
 
 def _parent(span_context: SpanContext) -> Context:

@@ -268,6 +268,49 @@ def test_fast_forward_passes_move_onto_the_event_loop(
     assert all((thread == loop_thread) is later_passes_inline for thread in later)
 
 
+class SlowPassesForward(ThreadRecordingForward):
+    """Sleeps (holding no GIL, like a pass waiting for it) on the passes numbered in `slow`."""
+
+    def __init__(self, slow: set[int], seconds: float) -> None:
+        super().__init__()
+        self._slow = slow
+        self._seconds = seconds
+
+    def __call__(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if len(self.threads) in self._slow:
+            time.sleep(self._seconds)
+        return super().__call__(inputs)
+
+
+def _threads_of_passes(forward: ThreadRecordingForward, passes: int) -> tuple[int, list[int]]:
+    """(event loop thread, the thread of each pass) of `passes` one-row requests in a row."""
+
+    async def scenario() -> int:
+        batcher = _batcher(forward, max_queue_delay_s=0, inline_forward_max_s=0.002)
+        batcher.start()
+        for start in range(passes):
+            await batcher.submit(_rows(start, 1), None)
+        await batcher.close()
+        return threading.get_ident()
+
+    return asyncio.run(scenario()), forward.threads
+
+
+def test_one_slow_pass_does_not_move_a_cheap_model_off_the_event_loop() -> None:
+    loop_thread, threads = _threads_of_passes(SlowPassesForward({3}, 0.02), 8)
+
+    assert threads[2] == loop_thread
+    assert threads[3:] == [loop_thread] * 5  # the slow 4th pass, and every one after it
+
+
+def test_a_model_whose_passes_stay_slow_leaves_the_event_loop() -> None:
+    loop_thread, threads = _threads_of_passes(SlowPassesForward(set(range(3, 12)), 0.01), 12)
+
+    assert threads[2] == loop_thread
+    # 10 ms passes against a 2 ms bound: the cost passes the bound after five of them.
+    assert threads[9:] == [threads[0]] * 3
+
+
 @pytest.mark.parametrize("skip_unproductive_delay", [True, False])
 def test_lone_requests_stop_paying_the_queue_delay(skip_unproductive_delay: bool) -> None:
     forward = RecordingForward()
