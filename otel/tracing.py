@@ -19,7 +19,9 @@ Sampling follows the SDK's sampler exactly. The parent-based samplers that
 `parentbased_traceidratio`) follow a valid parent's sampled flag without a sampler call, and
 `always_off` drops without one; every other decision is the sampler's own `should_sample`.
 Not carried over from the SDK tracer: its experimental tracer configurator (per-scope
-enabling) and its opt-in internal span metrics (`OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED`).
+enabling), its opt-in internal span metrics (`OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED`), and
+the lock around each change of a span: a span is changed by the code that started it, and
+only `end()` is guarded against two threads at once.
 `tests/otel/test_tracing.py` runs the same spans through both providers and compares them.
 """
 

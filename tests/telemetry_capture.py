@@ -1,7 +1,8 @@
 """In-memory OpenTelemetry providers installed once per test session.
 
-Library code only uses the OpenTelemetry API, so tests install SDK providers globally
-(a process can set them once) and read finished spans and collected metrics from memory.
+Library code only uses the OpenTelemetry API, so tests install providers globally (a process
+can set them once): the tracer provider the servers run with (`LeanTracerProvider`) and the
+SDK's meter provider, and read finished spans and collected metrics from memory.
 """
 
 from collections.abc import Iterator
@@ -14,9 +15,11 @@ from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     NumberDataPoint,
 )
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel.tracing import LeanTracerProvider
 
 DataPoint = NumberDataPoint | HistogramDataPoint
 
@@ -67,7 +70,7 @@ def install() -> TelemetryCapture:
     global _capture
     if _capture is None:
         spans = InMemorySpanExporter()
-        tracer_provider = TracerProvider()
+        tracer_provider = LeanTracerProvider()  # the spans the servers make in production
         tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
         trace.set_tracer_provider(tracer_provider)
         reader = InMemoryMetricReader()

@@ -48,16 +48,31 @@ def _points(receiver: OtlpGrpcReceiver) -> list[tuple[int, int, float]]:
     ]
 
 
-def test_the_export_and_the_scrape_report_the_same_cumulative_histogram(
-    receiver: OtlpGrpcReceiver, make_telemetry: MakeTelemetry
+@pytest.mark.parametrize(
+    ("preference", "temporality"),
+    [
+        # The default: exported from the aggregation /metrics reads.
+        (None, AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE),
+        # An exporter that wants delta gets the SDK's own reader.
+        ("delta", AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA),
+    ],
+)
+def test_the_export_and_the_scrape_report_the_same_histogram(
+    preference: str | None,
+    temporality: int,
+    receiver: OtlpGrpcReceiver,
+    make_telemetry: MakeTelemetry,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if preference:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", preference)
     port, telemetry = _record(make_telemetry, [0.002, 0.02, 0.2])
     scraped = sample_value(port, f"{SCRAPED}_count", model="digits")
     assert telemetry.force_flush()
 
     receiver.received.wait_for(lambda received: _points(receiver))
-    [(temporality, count, total)] = _points(receiver)
-    assert temporality == AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+    [(exported_temporality, count, total)] = _points(receiver)
+    assert exported_temporality == temporality
     assert count == 3
     assert total == pytest.approx(0.222)
     assert scraped == 3
@@ -71,21 +86,6 @@ def test_the_export_runs_every_interval_without_a_flush(
 
     receiver.received.wait_for(lambda received: len(_points(receiver)) >= 2)
     assert {point[1] for point in _points(receiver)} == {1}  # cumulative: the same one value
-
-
-def test_an_exporter_that_wants_delta_gets_the_sdk_reader(
-    receiver: OtlpGrpcReceiver, make_telemetry: MakeTelemetry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
-    port, telemetry = _record(make_telemetry, [0.002, 0.02])
-    scraped = sample_value(port, f"{SCRAPED}_count", model="digits")
-    assert telemetry.force_flush()
-
-    receiver.received.wait_for(lambda received: _points(receiver))
-    [(temporality, count, _)] = _points(receiver)
-    assert temporality == AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
-    assert count == 2
-    assert scraped == 2
 
 
 def test_shutdown_exports_what_was_recorded_since_the_last_export(
