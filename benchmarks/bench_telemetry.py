@@ -6,8 +6,13 @@ Modes (the same model server, digits model with batching, one process each, inte
 - full: metrics, logs and traces at 100% sampling, exported over OTLP/gRPC to a local receiver
   that accepts and discards every export.
 
+With `--baseline-src DIR` (a snapshot of another commit: `git archive <commit> model_server otel
+monitoring | tar -x -C DIR`) a fourth server, "full-baseline", runs that code with full
+telemetry, interleaved with the others: a before/after comparison on the same machine state.
+
 The load generator runs in this process (grpc.aio, closed loop, one-row requests).
 Usage: python benchmarks/bench_telemetry.py [--duration 6] [--repeats 2] [--concurrency 8 32]
+    [--baseline-src DIR]
 """
 
 import argparse
@@ -35,6 +40,7 @@ from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 
 MODES = ("off", "metrics", "full")
+BASELINE = "full-baseline"
 _LISTENING = re.compile(r"gRPC server listening on [^:\s]+:(\d+)")
 
 
@@ -77,8 +83,12 @@ def _environment(mode: str, receiver_port: int) -> dict[str, str]:
 
 
 def _start_server(
-    repository: Path, mode: str, receiver_port: int
+    repository: Path, mode: str, receiver_port: int, src: Path | None = None
 ) -> tuple[subprocess.Popen[str], str]:
+    """The model server of `mode` (from `src`, a snapshot of another commit, when given)."""
+    env = _environment(mode, receiver_port)
+    if src is not None:  # its own packages first; cwd too, since `-m` puts the cwd on sys.path
+        env["PYTHONPATH"] = str(src)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -89,7 +99,8 @@ def _start_server(
             "--model-repository",
             str(repository),
         ],
-        env=_environment(mode, receiver_port),
+        env=env,
+        cwd=src,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -141,7 +152,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per point")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats per point")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a snapshot of another commit, run with full telemetry as 'full-baseline'",
+    )
     args = parser.parse_args()
+    modes = (*MODES, BASELINE) if args.baseline_src else MODES
     receiver, receiver_port = _discarding_receiver()
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as workdir:
@@ -149,14 +166,18 @@ def main() -> None:
         accuracy = digits.save_version(repository / "digits" / "1")
         print(f"digits trained (test accuracy {accuracy:.4f}); nproc={os.cpu_count()}")
         servers = {mode: _start_server(repository, mode, receiver_port) for mode in MODES}
+        if args.baseline_src:
+            servers[BASELINE] = _start_server(
+                repository, "full", receiver_port, args.baseline_src.resolve()
+            )
         try:
             for repeat in range(args.repeats):
                 for concurrency in args.concurrency:
-                    for mode in MODES if repeat % 2 == 0 else reversed(MODES):
+                    for mode in modes if repeat % 2 == 0 else reversed(modes):
                         point = asyncio.run(_load(servers[mode][1], concurrency, args.duration))
                         results.setdefault((mode, concurrency), []).append(point)
                         print(
-                            f"[{repeat + 1}] {mode:7} c={concurrency:<3} {point[0]:7.0f} req/s "
+                            f"[{repeat + 1}] {mode:13} c={concurrency:<3} {point[0]:7.0f} req/s "
                             f"p50 {point[1]:6.2f} ms p99 {point[2]:6.2f} ms",
                             flush=True,
                         )
@@ -169,7 +190,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for concurrency in args.concurrency:
         baseline = statistics.median(r[0] for r in results[("off", concurrency)])
-        for mode in MODES:
+        for mode in modes:
             runs = results[(mode, concurrency)]
             rate = statistics.median(r[0] for r in runs)
             print(
