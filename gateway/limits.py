@@ -11,9 +11,9 @@ in front of the model servers (docs/RELIABILITY.md has what it does at three tim
 Both sit inside `TelemetryMiddleware`: their refusals are counted and traced like any answer.
 """
 
-import json
 from collections.abc import Sequence
 
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -41,7 +41,7 @@ class HeaderLimit:
                     f"bytes; header {largest[0].decode('latin-1')!r} alone holds "
                     f"{len(largest[1])} bytes"
                 )
-                await _refuse(send, error)
+                await _refuse(scope, receive, send, error)
                 return
         await self._app(scope, receive, send)
 
@@ -68,7 +68,7 @@ class InferenceLimit:
                 f"gateway busy: {self._limit} inference requests in flight, the most it takes "
                 f"at once ({LIMIT_SETTING}={self._limit}); retry later"
             )
-            await _refuse(send, error)
+            await _refuse(scope, receive, send, error)
             return
         self._in_flight += 1
         try:
@@ -86,16 +86,9 @@ class InferenceLimit:
         return None
 
 
-async def _refuse(send: Send, error: GatewayError) -> None:
+async def _refuse(scope: Scope, receive: Receive, send: Send, error: GatewayError) -> None:
     """The same answer `gateway.app.error_response` gives for this error."""
-    body = json.dumps({"error": str(error)}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *(
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in error.headers.items()
-        ),
-    ]
-    await send({"type": "http.response.start", "status": int(error.status), "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    response = JSONResponse(
+        {"error": str(error)}, status_code=error.status, headers=dict(error.headers)
+    )
+    await response(scope, receive, send)
