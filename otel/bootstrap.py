@@ -9,7 +9,7 @@ from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
-from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor
@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from otel import otlp
+from otel.histogram import LeanMeterProvider
 from otel.logs import install_otlp_handler, install_stdout_handler, remove_log_handlers
 from otel.metric_export import PeriodicExport, shares_aggregation
 from otel.prometheus import MetricsServer, PrometheusReader
@@ -141,7 +142,7 @@ def _build_pipeline(
             readers.append(PeriodicExportingMetricReader(counted_metrics))
     # No View: a View's buckets would override every instrument's own advice (the label delay
     # spans seconds to a day); each histogram passes explicit_bucket_boundaries_advisory.
-    meter_provider = MeterProvider(
+    meter_provider = LeanMeterProvider(
         metric_readers=readers,
         resource=resource,
         shutdown_on_exit=False,

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     InMemoryMetricReader,
@@ -19,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel.histogram import LeanMeterProvider
 from otel.tracing import LeanTracerProvider
 
 DataPoint = NumberDataPoint | HistogramDataPoint
@@ -74,7 +74,7 @@ def install() -> TelemetryCapture:
         tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
         trace.set_tracer_provider(tracer_provider)
         reader = InMemoryMetricReader()
-        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        metrics.set_meter_provider(LeanMeterProvider(metric_readers=[reader]))  # likewise
         _capture = TelemetryCapture(spans, reader)
     return _capture
 
