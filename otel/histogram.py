@@ -52,6 +52,7 @@ from opentelemetry.sdk.metrics._internal.instrument import _Histogram
 from opentelemetry.sdk.metrics._internal.measurement_consumer import (
     SynchronousMeasurementConsumer,
 )
+from opentelemetry.sdk.metrics._internal.metric_reader_storage import MetricReaderStorage
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
@@ -189,7 +190,9 @@ class _Binding:
     changed in place, when a reader is added or removed)."""
     attributes: Mapping[str, AnyValue]
     """A private copy of the attributes, handed to the exemplar reservoirs."""
-    aggregations: tuple[_BucketState, ...]
+    aggregations: tuple[_BucketState, ...] | None
+    """The SDK's aggregations for these attributes, one per reader and view; None where the
+    SDK's own path must take every measurement."""
     should_sample: Callable[[float, int, Attributes, Context], bool]
 
 
@@ -227,6 +230,9 @@ class LeanHistogram(Histogram):
             if key is not None:
                 self._bind(key, amount)
             return
+        if binding.aggregations is None:
+            self._sdk.record(amount, attributes, context)
+            return
         now = time_ns()
         context = context or get_current()
         sample = binding.should_sample(amount, now, binding.attributes, context)
@@ -245,30 +251,32 @@ class LeanHistogram(Histogram):
 
     def _bind(self, key: _Key, amount: float) -> None:
         """After the SDK recorded a measurement with these attributes: remember the aggregations
-        it used, where that is safe (see the module docstring)."""
+        it used, or that only its path is right for them (see the module docstring)."""
         consumer = self._consumer
-        if (
-            consumer is None
-            or not 0 <= amount < math.inf
-            or not self._sdk._is_enabled()
-            # str alone: equal keys then mean equal attribute sets (True == 1 == 1.0)
-            or not all(type(name) is str and type(value) is str for name, value in key)
-        ):
+        if consumer is None or not 0 <= amount < math.inf or not self._sdk._is_enabled():
             return
         storages = consumer._reader_storages
+        filter_: ExemplarFilter = consumer._sdk_config.exemplar_filter
+        self._bindings[key] = _Binding(
+            storages, dict(key), self._aggregations(key, storages), filter_.should_sample
+        )
+
+    def _aggregations(
+        self, key: _Key, storages: Mapping[MetricReader, MetricReaderStorage]
+    ) -> tuple[_BucketState, ...] | None:
+        # str alone: equal keys then mean equal attribute sets (True == 1 == 1.0)
+        if not all(type(name) is str and type(value) is str for name, value in key):
+            return None
         aggregations: list[_BucketState] = []
         for storage in storages.values():
             for match in storage._get_or_init_view_instrument_match(self._sdk):
                 if match._reset_on_collect:
-                    return
+                    return None
                 kept = dict(key)
                 if match._view._attribute_keys is not None:
                     kept = {k: v for k, v in kept.items() if k in match._view._attribute_keys}
                 aggregation = match._attributes_aggregation.get(_hash_attributes(kept))
                 if type(aggregation) is not _ExplicitBucketHistogramAggregation:
-                    return  # another aggregation, or past the cardinality limit
+                    return None  # another aggregation, or past the cardinality limit
                 aggregations.append(cast(_BucketState, aggregation))
-        filter_: ExemplarFilter = consumer._sdk_config.exemplar_filter
-        self._bindings[key] = _Binding(
-            storages, dict(key), tuple(aggregations), filter_.should_sample
-        )
+        return tuple(aggregations)

@@ -119,8 +119,18 @@ def test_the_bound_path_is_taken_and_matches_the_sdk() -> None:
     histogram = provider.get_meter("test").create_histogram("d")
     assert isinstance(histogram, LeanHistogram)
     histogram.record(1.0, OK)
-    assert len(histogram._bindings) == 1  # the second record of OK no longer passes the SDK
+    [binding] = histogram._bindings.values()  # the second record of OK no longer passes the SDK
+    assert binding.aggregations is not None
     assert _same(_durations, exemplar_filter=AlwaysOnExemplarFilter())[0][1]["count"] == 7
+
+
+def test_under_delta_temporality_every_measurement_takes_the_sdk_path() -> None:
+    reader = InMemoryMetricReader(preferred_temporality={Histogram: AggregationTemporality.DELTA})
+    histogram = LeanMeterProvider(metric_readers=[reader]).get_meter("t").create_histogram("d")
+    assert isinstance(histogram, LeanHistogram)
+    histogram.record(1.0, OK)
+    [binding] = histogram._bindings.values()  # the SDK drops its aggregations at collection
+    assert binding.aggregations is None
 
 
 def test_views_filter_keys_limit_cardinality_and_choose_aggregations() -> None:
@@ -132,7 +142,11 @@ def test_views_filter_keys_limit_cardinality_and_choose_aggregations() -> None:
                 histogram.record(0.5, {"model": model, "status": "OK"})
             collect()
             if isinstance(histogram, LeanHistogram):  # which sets took the short way
-                bound[name] = sorted(str(dict(key)["model"]) for key in histogram._bindings)
+                bound[name] = sorted(
+                    str(dict(key)["model"])
+                    for key, binding in histogram._bindings.items()
+                    if binding.aggregations is not None
+                )
 
     bound: dict[str, list[str]] = {}
 
