@@ -89,7 +89,7 @@ class LeanMeterProvider(MeterProvider):
         views: Sequence[View] = (),
     ) -> None:
         super().__init__(metric_readers, resource, exemplar_filter, shutdown_on_exit, views)
-        self._lean_meters: dict[int, tuple[Meter, LeanMeter]] = {}
+        self._lean_meters: dict[Meter, LeanMeter] = {}
         self._lean_lock = threading.Lock()
 
     def get_meter(
@@ -104,10 +104,10 @@ class LeanMeterProvider(MeterProvider):
         if not isinstance(meter, Meter):
             return meter
         with self._lean_lock:
-            known = self._lean_meters.get(id(meter))
-            if known is None or known[0] is not meter:
-                known = self._lean_meters[id(meter)] = (meter, LeanMeter(meter))
-        return known[1]
+            lean = self._lean_meters.get(meter)
+            if lean is None:
+                lean = self._lean_meters[meter] = LeanMeter(meter)
+        return lean
 
 
 class LeanMeter(APIMeter):
@@ -117,7 +117,7 @@ class LeanMeter(APIMeter):
     def __init__(self, meter: Meter) -> None:
         super().__init__(meter.name, meter.version, meter.schema_url)
         self._meter = meter
-        self._histograms: dict[int, tuple[Histogram, LeanHistogram]] = {}
+        self._histograms: dict[_Histogram, LeanHistogram] = {}
         self._lock = threading.Lock()
 
     def create_histogram(
@@ -137,10 +137,10 @@ class LeanMeter(APIMeter):
         if not isinstance(histogram, _Histogram):
             return histogram
         with self._lock:  # the SDK hands out one instrument per identity; so do we
-            known = self._histograms.get(id(histogram))
-            if known is None or known[0] is not histogram:
-                known = self._histograms[id(histogram)] = (histogram, LeanHistogram(histogram))
-        return known[1]
+            lean = self._histograms.get(histogram)
+            if lean is None:
+                lean = self._histograms[histogram] = LeanHistogram(histogram)
+        return lean
 
     def create_counter(self, name: str, unit: str = "", description: str = "") -> Counter:
         return self._meter.create_counter(name, unit, description)
@@ -185,7 +185,7 @@ class LeanMeter(APIMeter):
 class _Binding:
     """Where one attribute set's measurements go, valid while the readers are these."""
 
-    storages: object
+    storages: Mapping[MetricReader, MetricReaderStorage]
     """The measurement consumer's reader storages when this was made (replaced, never
     changed in place, when a reader is added or removed)."""
     attributes: Mapping[str, AnyValue]
@@ -200,11 +200,9 @@ class LeanHistogram(Histogram):
     """The SDK's histogram with a shorter way to its aggregations (see the module docstring)."""
 
     def __init__(self, histogram: _Histogram) -> None:
-        self.name, self.unit, self.description = (
-            histogram.name,
-            histogram.unit,
-            histogram.description,
-        )
+        self.name = histogram.name
+        self.unit = histogram.unit
+        self.description = histogram.description
         self._sdk = histogram
         consumer = histogram._measurement_consumer
         self._consumer = consumer if isinstance(consumer, SynchronousMeasurementConsumer) else None
