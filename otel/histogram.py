@@ -59,6 +59,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.types import AnyValue, Attributes
 
 _Key = tuple[tuple[str, AnyValue], ...]
+MAX_BINDINGS = 4096
+"""Attribute sets a histogram remembers; past it, it forgets them all and starts again. The
+SDK's cardinality limit bounds its own aggregations, not this cache (sets on the SDK's path,
+such as non-string values, are remembered too)."""
 
 
 class _BucketState(Protocol):
@@ -255,6 +259,8 @@ class LeanHistogram(Histogram):
             return
         storages = consumer._reader_storages
         filter_: ExemplarFilter = consumer._sdk_config.exemplar_filter
+        if len(self._bindings) >= MAX_BINDINGS:
+            self._bindings.clear()
         self._bindings[key] = _Binding(
             storages, dict(key), self._aggregations(key, storages), filter_.should_sample
         )

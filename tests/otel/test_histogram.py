@@ -29,7 +29,7 @@ from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from otel.histogram import LeanHistogram, LeanMeterProvider
+from otel.histogram import MAX_BINDINGS, LeanHistogram, LeanMeterProvider
 
 PROVIDERS = (MeterProvider, LeanMeterProvider)
 BUCKETS = (0.001, 0.01, 0.1, 1.0)
@@ -131,6 +131,19 @@ def test_under_delta_temporality_every_measurement_takes_the_sdk_path() -> None:
     histogram.record(1.0, OK)
     [binding] = histogram._bindings.values()  # the SDK drops its aggregations at collection
     assert binding.aggregations is None
+
+
+def test_unbounded_attribute_sets_do_not_grow_the_cache_without_bound() -> None:
+    reader = InMemoryMetricReader()
+    histogram = LeanMeterProvider(metric_readers=[reader]).get_meter("t").create_histogram("d")
+    assert isinstance(histogram, LeanHistogram)
+    for request in range(MAX_BINDINGS + 100):  # an id as an attribute: what not to do
+        histogram.record(0.5, {"request.id": request})
+        histogram.record(0.5, {"request.id": str(request)})
+    assert len(histogram._bindings) <= MAX_BINDINGS
+    histogram.record(0.5, OK)
+    histogram.record(0.5, OK)
+    assert histogram._bindings[tuple(OK.items())].aggregations is None  # past the SDK's limit
 
 
 def test_views_filter_keys_limit_cardinality_and_choose_aggregations() -> None:
