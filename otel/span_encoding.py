@@ -38,13 +38,17 @@ _EMPTY_STATUS = b"\x7a\x00"
 _LINK_FLAGS_LOCAL = b"\x35" + _FIXED32.pack(0x100)
 _LINK_FLAGS_REMOTE = b"\x35" + _FIXED32.pack(0x300)
 _LOW_64 = (1 << 64) - 1
+_UNSET = StatusCode.UNSET
 # trace_id (tag, length, high and low 64 bits) and span_id (tag, length, 64 bits), big-endian.
 _IDS = struct.Struct(">BBQQBBQ")
 _PARENT = struct.Struct(">BBQ")
 _TIMES = struct.Struct("<BQBQ")  # start_time_unix_nano and end_time_unix_nano, fixed64 each
+_ONE_BYTE = [bytes((value,)) for value in range(0x80)]
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x4000:  # every length in a span batch but the outer ones: one or two bytes
+        return _ONE_BYTE[value] if value < 0x80 else bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -90,7 +94,7 @@ class SpanEncoder:
 
     def __init__(self) -> None:
         self._key_values: dict[tuple[str, type, Any], bytes] = {}
-        self._heads: dict[tuple[str, SpanKind], bytes] = {}
+        self._heads: dict[str, tuple[SpanKind, bytes]] = {}
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
 
@@ -99,12 +103,17 @@ class SpanEncoder:
         scope in the order they first appear."""
         grouped: dict[int, tuple[Resource, dict[int, list[bytes]]]] = {}
         scopes: dict[int, InstrumentationScope | None] = {}
+        last: tuple[Resource | None, InstrumentationScope | None] = (None, None)
+        encoded_spans: list[bytes] = []
         for span in spans:
             resource = span.resource
             scope = span.instrumentation_scope
-            by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
-            scopes[id(scope)] = scope
-            by_scope.setdefault(id(scope), []).append(self._span(span))
+            if resource is not last[0] or scope is not last[1]:  # usually once per batch
+                by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
+                scopes[id(scope)] = scope
+                encoded_spans = by_scope.setdefault(id(scope), [])
+                last = (resource, scope)
+            encoded_spans.append(self._span(span))
         resource_spans = []
         for resource, by_scope in grouped.values():
             scope_spans = [
@@ -117,34 +126,30 @@ class SpanEncoder:
     def _span(self, span: ReadableSpan) -> bytes:
         context = span.get_span_context()
         assert context is not None  # a finished SDK span always has one
+        # SpanContext is a typed tuple; unpacking it is cheaper than its properties.
+        trace_id, span_id, _, _, trace_state, _ = context
         parent = span.parent
-        head = self._heads.get((span.name, span.kind))
-        if head is None:
-            head = self._head(span.name, span.kind)
-        parts = [
-            _IDS.pack(
-                0x0A,
-                16,
-                context.trace_id >> 64,
-                context.trace_id & _LOW_64,
-                0x12,
-                8,
-                context.span_id,
-            )
-        ]
-        if context.trace_state:
-            state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
+        name, kind = span.name, span.kind
+        head = self._heads.get(name)
+        if head is None or head[0] is not kind:
+            head = self._head(name, kind)
+        parts = [_IDS.pack(0x0A, 16, trace_id >> 64, trace_id & _LOW_64, 0x12, 8, span_id)]
+        if trace_state:
+            state = ",".join(f"{key}={value}" for key, value in trace_state.items())
             parts.append(_field(b"\x1a", state.encode()))
+        parent_remote = False
         if parent is not None:
-            parts.append(_PARENT.pack(0x22, 8, parent.span_id))
-        parts.append(head)
-        if span.start_time and span.end_time:
-            parts.append(_TIMES.pack(0x39, span.start_time, 0x41, span.end_time))
+            _, parent_span_id, parent_remote, _, _, _ = parent
+            parts.append(_PARENT.pack(0x22, 8, parent_span_id))
+        parts.append(head[1])
+        start_time, end_time = span.start_time, span.end_time
+        if start_time and end_time:
+            parts.append(_TIMES.pack(0x39, start_time, 0x41, end_time))
         else:  # an SDK span always has both; a hand-made ReadableSpan may lack them
-            if span.start_time:
-                parts.append(b"\x39" + _FIXED64.pack(span.start_time))
-            if span.end_time:
-                parts.append(b"\x41" + _FIXED64.pack(span.end_time))
+            if start_time:
+                parts.append(b"\x39" + _FIXED64.pack(start_time))
+            if end_time:
+                parts.append(b"\x41" + _FIXED64.pack(end_time))
         if span.attributes:
             parts += self._attributes(b"\x4a", span.attributes)
         if span.dropped_attributes:
@@ -158,42 +163,38 @@ class SpanEncoder:
         if span.dropped_events:
             parts.append(b"\x60" + _varint(span.dropped_events))
         for link in span.links:
-            link_context = link.context
+            link_trace_id, link_span_id, link_remote, _, _, _ = link.context
             body = [
                 _IDS.pack(
-                    0x0A,
-                    16,
-                    link_context.trace_id >> 64,
-                    link_context.trace_id & _LOW_64,
-                    0x12,
-                    8,
-                    link_context.span_id,
+                    0x0A, 16, link_trace_id >> 64, link_trace_id & _LOW_64, 0x12, 8, link_span_id
                 )
             ]
-            if link.attributes:
-                body += self._attributes(b"\x22", link.attributes)
-            if link.dropped_attributes:
-                body += (b"\x28", _varint(link.dropped_attributes))
-            body.append(_LINK_FLAGS_REMOTE if link_context.is_remote else _LINK_FLAGS_LOCAL)
+            link_attributes = link.attributes
+            if link_attributes is not None:  # dropped ones are counted only where some were set
+                body += self._attributes(b"\x22", link_attributes)
+                if link.dropped_attributes:
+                    body += (b"\x28", _varint(link.dropped_attributes))
+            body.append(_LINK_FLAGS_REMOTE if link_remote else _LINK_FLAGS_LOCAL)
             encoded = b"".join(body)
             parts += (b"\x6a", _varint(len(encoded)), encoded)
         if span.dropped_links:
             parts.append(b"\x70" + _varint(span.dropped_links))
         status = span.status
-        if status.status_code is StatusCode.UNSET and not status.description:
+        if status.status_code is _UNSET and not status.description:
             parts.append(_EMPTY_STATUS)
         else:
             parts.append(_status(status.status_code.value, status.description))
-        parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+        parts.append(_FLAGS_REMOTE if parent_remote else _FLAGS_LOCAL)
         encoded = b"".join(parts)
         return b"\x12" + _varint(len(encoded)) + encoded
 
-    def _head(self, name: str, kind: SpanKind) -> bytes:
-        """The name and kind fields of a span, cached per pair."""
+    def _head(self, name: str, kind: SpanKind) -> tuple[SpanKind, bytes]:
+        """The name and kind fields of a span, cached per name with the kind they were made
+        for (a name seen with another kind is encoded again)."""
         if len(self._heads) >= CACHE_LIMIT:
             self._heads.clear()
-        head = _field(b"\x2a", name.encode()) + b"\x30" + _varint(kind.value + 1)  # kinds from 1
-        self._heads[name, kind] = head
+        head = kind, _field(b"\x2a", name.encode()) + b"\x30" + _varint(kind.value + 1)  # from 1
+        self._heads[name] = head
         return head
 
     def _attributes(self, tag: bytes, attributes: Attributes) -> Iterable[bytes]:

@@ -297,6 +297,18 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         """Attributes refused or dropped by the span's attribute count limit."""
         return self._dropped_attributes
 
+    # The SDK's versions test with isinstance against an abstract base class, slow for the
+    # empty tuple a LeanSpan keeps until it has an event or a link.
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped by the span's event count limit."""
+        return self._events.dropped if type(self._events) is BoundedList else 0
+
+    @property
+    def dropped_links(self) -> int:
+        """Links dropped by the span's link count limit."""
+        return self._links.dropped if type(self._links) is BoundedList else 0
+
     def get_span_context(self) -> SpanContext:
         """This span's context (trace id, span id, flags, state)."""
         return cast(SpanContext, self._context)

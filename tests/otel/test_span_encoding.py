@@ -105,3 +105,23 @@ def test_an_attribute_value_it_cannot_encode_is_left_out() -> None:
 
 def test_nothing_to_send_is_an_empty_request() -> None:
     assert SpanEncoder().encode([]) == b""
+
+
+def test_interleaved_resources_reused_names_and_large_batches_match_the_sdk() -> None:
+    exporter = InMemorySpanExporter()
+    providers = [
+        LeanTracerProvider(resource=Resource.create({"service.name": name}))
+        for name in ("first", "second")
+    ]
+    for provider in providers:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for index in range(600):  # past 16 KiB per resource: three-byte lengths
+        tracer = providers[index % 2].get_tracer("tests.encoding")
+        kind = SpanKind.SERVER if index % 3 else SpanKind.CLIENT  # one name, two kinds
+        tracer.start_span("same name", kind=kind, attributes={"index": index}).end()
+    spans = exporter.get_finished_spans()
+
+    encoded = SpanEncoder().encode(spans)
+
+    assert len(encoded) > 2 * 16384
+    assert ExportTraceServiceRequest.FromString(encoded) == encode_spans(spans)
