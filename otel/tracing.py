@@ -16,8 +16,9 @@ at its end without a copy (after `end()` it ignores every change, as the SDK's d
 
 Sampling follows the SDK's sampler exactly. The parent-based samplers that
 `OTEL_TRACES_SAMPLER` can name (`parentbased_always_on`, `parentbased_always_off`,
-`parentbased_traceidratio`) follow a valid parent's sampled flag without a sampler call, and
-`always_off` drops without one; every other decision is the sampler's own `should_sample`.
+`parentbased_traceidratio`) follow a valid parent's sampled flag without a sampler call;
+`always_on` (and `parentbased_always_on` for a root span) samples and `always_off` drops
+without one; every other decision is the sampler's own `should_sample`.
 Not carried over from the SDK tracer: its experimental tracer configurator (per-scope
 enabling), its opt-in internal span metrics (`OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED`), and
 the lock around each change of a span: a span is changed by the code that started it, and
@@ -49,6 +50,7 @@ from opentelemetry.sdk.trace import (
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
+    ALWAYS_ON,
     DEFAULT_OFF,
     DEFAULT_ON,
     ParentBasedTraceIdRatio,
@@ -84,6 +86,7 @@ _FLAGS = {
     for sampled in (False, True)
     for random in (False, True)
 }
+_UNSET_STATUS = Status(StatusCode.UNSET)  # shared: a Status is never changed, only replaced
 _END_LOCK = threading.Lock()
 """Makes `end()`'s check-and-set atomic: a span ended twice at once reaches the processors once."""
 
@@ -184,6 +187,9 @@ class LeanTracer(trace_api.Tracer):
         if parent is not None and _follows_parent(sampler):
             sampled = recording = parent.trace_flags.sampled
             trace_state = parent.trace_state
+        elif sampler is ALWAYS_ON or (parent is None and sampler is DEFAULT_ON):
+            sampled = recording = True  # what their should_sample answers, without its objects
+            trace_state = None if parent is None else parent.trace_state
         elif sampler is ALWAYS_OFF:
             sampled = recording = False
             trace_state = None if parent is None else parent.trace_state
@@ -276,7 +282,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self._instrumentation_info = None
         self._start_time = start_time
         self._end_time: int | None = None
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET_STATUS
         self._attributes: dict[str, types.AnyValue] = {}
         self._events: BoundedList[Event] | tuple[()] = ()
         self._links: BoundedList[Link] | tuple[()] = ()
