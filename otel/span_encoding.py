@@ -170,7 +170,7 @@ class SpanEncoder:
                 )
             ]
             link_attributes = link.attributes
-            if link_attributes is not None:  # dropped ones are counted only where some were set
+            if link_attributes is not None:  # None: nothing set, so nothing dropped
                 body += self._attributes(b"\x22", link_attributes)
                 if link.dropped_attributes:
                     body += (b"\x28", _varint(link.dropped_attributes))
