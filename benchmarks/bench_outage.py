@@ -2,11 +2,12 @@
 
 Run from the repository root:
 
-    .venv/bin/python benchmarks/bench_outage.py [--requests 20000] [--json PATH]
+    .venv/bin/python benchmarks/bench_outage.py [--requests 20000] [--concurrency 8] [--json PATH]
 
 For each endpoint kind, a fresh model server (digits with batching; traces at 100%, metrics and
 logs, all over OTLP/gRPC to that endpoint) answers `--requests` one-row ModelInfer calls from a
-closed loop of 8 grpc.aio clients in this process:
+closed loop of `--concurrency` grpc.aio clients in this process (8 by default; at 32 the server
+is saturated, so what a dropped span costs it shows in the throughput):
 
 - healthy: a receiver that accepts every export and discards it (raw bytes, nothing parsed);
 - refused: a loopback port nobody listens on;
@@ -173,7 +174,7 @@ async def _load(target: str, requests: int, clients: int) -> tuple[list[float], 
     return latencies, failed
 
 
-def _run(kind: str, repository: Path, requests: int) -> dict[str, Any]:
+def _run(kind: str, repository: Path, requests: int, clients: int) -> dict[str, Any]:
     metrics_port = _free_port()
     with _endpoint(kind) as endpoint:
         env = {
@@ -201,7 +202,7 @@ def _run(kind: str, repository: Path, requests: int) -> dict[str, Any]:
                     break
             drain = threading.Thread(target=server.stdout.read, daemon=True)
             drain.start()
-            asyncio.run(_load(target, 1000, 8))  # warm-up
+            asyncio.run(_load(target, 1000, clients))  # warm-up
             rss_start = _rss_mb(server.pid)
             peak = [rss_start]
             done = threading.Event()
@@ -213,7 +214,7 @@ def _run(kind: str, repository: Path, requests: int) -> dict[str, Any]:
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
             began = time.perf_counter()
-            latencies, failed = asyncio.run(_load(target, requests, 8))
+            latencies, failed = asyncio.run(_load(target, requests, clients))
             elapsed = time.perf_counter() - began
             done.set()
             sampler.join()
@@ -225,6 +226,7 @@ def _run(kind: str, repository: Path, requests: int) -> dict[str, Any]:
     return {
         "kind": kind,
         "requests": requests,
+        "concurrency": clients,
         "failed": failed,
         "req_per_s": requests / elapsed,
         "p50_ms": float(p50),
@@ -239,6 +241,7 @@ def _run(kind: str, repository: Path, requests: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000, help="requests per run")
+    parser.add_argument("--concurrency", type=int, default=8, help="closed-loop clients")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     results = []
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         repository = Path(workdir) / "models"
         digits.ensure_default_model(repository)
         for kind in KINDS:
-            result = _run(kind, repository, args.requests)
+            result = _run(kind, repository, args.requests, args.concurrency)
             results.append(result)
             print(json.dumps(result), flush=True)
     if args.json:

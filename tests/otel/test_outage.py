@@ -6,6 +6,8 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -58,12 +60,13 @@ def test_serving_survives_otlp_outage(outage: str, make_telemetry: MakeTelemetry
     log = logging.getLogger("tests.otel.outage")
 
     timings = []
-    for iteration in range(ITERATIONS):
-        started = time.perf_counter()
-        with tracer.start_as_current_span("predict"):
-            duration.record(0.003, {"model": "digits"})
-            log.info("request %d served", iteration)
-        timings.append(time.perf_counter() - started)
+    with _built_log_records() as built:
+        for iteration in range(ITERATIONS):
+            started = time.perf_counter()
+            with tracer.start_as_current_span("predict"):
+                duration.record(0.003, {"model": "digits"})
+                log.info("request %d served", iteration)
+            timings.append(time.perf_counter() - started)
 
     # Generous bounds: ~0.1 ms is typical; an export on this thread would take seconds.
     assert statistics.mean(timings) < 0.005
@@ -74,12 +77,40 @@ def test_serving_survives_otlp_outage(outage: str, make_telemetry: MakeTelemetry
             port, "inferwatch_telemetry_dropped_total", signal=signal, reason="queue_full"
         )
         assert dropped > ITERATIONS / 2
+    # Each drop used to build the SDK's "Queue full" record on this thread (~10 µs) for its
+    # duplicate filter to discard; now a full queue is logged once per signal.
+    batch_logger = "opentelemetry.sdk._shared_internal"
+    assert not [r for r in built if r.name == batch_logger and r.levelno < logging.ERROR]
+    full_queues = [r.getMessage() for r in built if "queue full" in r.getMessage()]
+    assert sorted(full_queues) == [
+        f"Telemetry export queue full: dropping {signal} (counted in "
+        "inferwatch_telemetry_dropped_total; logged again in 60 s at most)"
+        for signal in ("logs", "traces")
+    ]
     if outage != "slow":
         _wait_for_export_failures(port, ("traces", "metrics", "logs"))
 
     started = time.perf_counter()
     telemetry.shutdown()
     assert time.perf_counter() - started < SHUTDOWN_TIMEOUT_S + 2
+
+
+@contextmanager
+def _built_log_records() -> Iterator[list[logging.LogRecord]]:
+    """Every log record built in the block, whether or not a filter then discards it."""
+    built: list[logging.LogRecord] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        built.append(record)
+        return record
+
+    logging.setLogRecordFactory(counting)
+    try:
+        yield built
+    finally:
+        logging.setLogRecordFactory(factory)
 
 
 def _wait_for_export_failures(port: int, signals: tuple[str, ...]) -> None:
