@@ -46,10 +46,10 @@ class LeanGrpcSpanExporter(GrpcSpanExporter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._encoder = SpanEncoder()
+        self.encoder = SpanEncoder()
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-        return ExportTraceServiceRequest.FromString(self._encoder.encode(data))
+        return ExportTraceServiceRequest.FromString(self.encoder.encode(data))
 
 
 def span_exporter() -> SpanExporter | None:

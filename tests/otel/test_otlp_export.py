@@ -8,6 +8,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 
 from otel import DURATION_BUCKETS_S, TelemetrySettings, build_resource, otlp
+from otel.tracing import LeanSpan
 from tests.otel.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, attributes
 from tests.otel.support import MakeTelemetry
 
@@ -24,11 +25,17 @@ def receiver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     receiver.stop()
 
 
+@pytest.mark.parametrize("encode_spans_at_end", [True, False])
 def test_span_histogram_and_log_arrive_correlated(
-    receiver: Receiver, make_telemetry: MakeTelemetry, monkeypatch: pytest.MonkeyPatch
+    receiver: Receiver,
+    encode_spans_at_end: bool,
+    make_telemetry: MakeTelemetry,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=replica-7,team=ml")
-    telemetry = make_telemetry(deployment_environment="staging")
+    telemetry = make_telemetry(
+        deployment_environment="staging", encode_spans_at_end=encode_spans_at_end
+    )
     tracer = telemetry.tracer_provider.get_tracer("tests.otel")
     duration = telemetry.meter_provider.get_meter("tests.otel").create_histogram(
         "inferwatch.request.duration",
@@ -41,6 +48,9 @@ def test_span_histogram_and_log_arrive_correlated(
         logging.getLogger("tests.otel").warning("predicted %s", "digits", extra={"model": "digits"})
     trace_id = span.get_span_context().trace_id.to_bytes(16, "big")
     span_id = span.get_span_context().span_id.to_bytes(8, "big")
+    # Only our OTLP/gRPC exporter has an encoder to share; over HTTP the SDK's encodes.
+    assert isinstance(span, LeanSpan)
+    assert bool(span.encoded) is (encode_spans_at_end and isinstance(receiver, OtlpGrpcReceiver))
     assert telemetry.force_flush()
 
     received = receiver.received

@@ -14,8 +14,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import AttributeValue
 
-from otel.span_encoding import SpanEncoder
-from otel.tracing import LeanTracerProvider
+from otel.span_encoding import EncodingSpanProcessor, SpanEncoder
+from otel.tracing import LeanSpan, LeanTracerProvider
 
 REMOTE_PARENT = SpanContext(
     trace_id=0x0AF7651916CD43DD8448EB211C80319C,
@@ -125,3 +125,24 @@ def test_interleaved_resources_reused_names_and_large_batches_match_the_sdk() ->
 
     assert len(encoded) > 2 * 16384
     assert ExportTraceServiceRequest.FromString(encoded) == encode_spans(spans)
+
+
+def test_spans_encoded_at_their_end_are_sent_as_they_were_encoded() -> None:
+    encoder = SpanEncoder()
+    exporter = InMemorySpanExporter()
+    provider = LeanTracerProvider(
+        resource=Resource.create({"service.name": "eager"}),
+        span_limits=SpanLimits(max_span_attributes=16),
+    )
+    provider.add_span_processor(EncodingSpanProcessor(encoder))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans = [span for span in _spans(provider, exporter) if isinstance(span, LeanSpan)]
+    assert len(spans) == len(exporter.get_finished_spans())
+    assert all(span.encoded for span in spans)
+
+    assert ExportTraceServiceRequest.FromString(encoder.encode(spans)) == encode_spans(spans)
+    # The bytes made at the end are what is sent: swapped, the message follows them.
+    spans[0].encoded, spans[1].encoded = spans[1].encoded, spans[0].encoded
+    message = ExportTraceServiceRequest.FromString(encoder.encode(spans))
+    sent = [span.name for scope in message.resource_spans[0].scope_spans for span in scope.spans]
+    assert sent[:2] == [spans[1].name, spans[0].name] != [spans[0].name, spans[1].name]
