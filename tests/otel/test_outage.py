@@ -77,7 +77,7 @@ def test_serving_survives_otlp_outage(outage: str, make_telemetry: MakeTelemetry
             port, "inferwatch_telemetry_dropped_total", signal=signal, reason="queue_full"
         )
         assert dropped > ITERATIONS / 2
-    # Each drop used to build the SDK's "Queue full" record on this thread (~10 µs) for its
+    # Each drop used to build the SDK's "Queue full" record on this thread (~7 µs) for its
     # duplicate filter to discard; now a full queue is logged once per signal.
     batch_logger = "opentelemetry.sdk._shared_internal"
     assert not [r for r in built if r.name == batch_logger and r.levelno < logging.ERROR]
