@@ -102,8 +102,9 @@ def count_queue_drops(
     ended the span or wrote the log line. Its duplicate filter prints one line in 20 s, but only
     after the logging module has built the record, caller lookup included: about 7 µs per span
     on the serving thread (measured alone), which cost a model server 5-34% of its throughput
-    at c=32 during an OTLP outage (docs/RELIABILITY.md). So the SDK module's logger is raised to ERROR (its
-    export errors still show) and the wrapped hook logs the full queue itself, rarely.
+    at c=32 during an OTLP outage (docs/RELIABILITY.md). So the SDK module's logger is raised
+    to ERROR (its export errors still show) and the wrapped hook logs the full queue itself,
+    rarely.
     """
     batch = getattr(processor, "_batch_processor", None)
     hook = getattr(batch, "_metrics", None)
