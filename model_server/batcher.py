@@ -323,7 +323,7 @@ class DynamicBatcher:
 def _pass_cost(previous: float | None, seconds: float) -> float:
     """The forward-pass cost that decides where passes run: it follows a faster pass at once
     and a slower one slowly. A pass's wall time includes waiting for the GIL while another
-    thread holds it (the telemetry export thread encoding a batch of spans), and those waits
+    thread holds it (the telemetry export thread sending a batch of spans, say), and those waits
     move a 50 µs pass into the milliseconds now and then; averaging them in had moved cheap
     models off the event loop under full telemetry, onto a thread hop that costs more than
     the pass. A model that really got slower still moves within a few passes."""

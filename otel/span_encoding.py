@@ -3,7 +3,8 @@
 The OTLP exporter package builds one protobuf object per span, attribute, value and event in
 Python (about 25 µs a span here), on the export thread, holding the GIL the serving event loop
 needs. This writes the `ExportTraceServiceRequest` bytes directly and caches what repeats
-between spans (span names, attribute key/value pairs, resources, scopes), at a few µs a span.
+between spans (span names, attribute key/value pairs, resources, scopes), at a few µs a span;
+`EncodingSpanProcessor` encodes each span as it ends, so that a batch is only joined.
 `tests/otel/test_span_encoding.py` checks that the bytes parse into a message equal to the
 SDK's for every field the SDK sets.
 
