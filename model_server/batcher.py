@@ -177,7 +177,18 @@ class DynamicBatcher:
             await self._wait_for_batch(loop)
             batch = self._take_batch()
             if batch:
-                await self._execute(loop, batch)
+                try:
+                    await self._execute(loop, batch)
+                except Exception:  # its bookkeeping (telemetry, say), not the model's pass
+                    # Fail this batch only: a worker that stopped would strand every later call.
+                    logger.exception(
+                        "model %s: a batch of %d requests failed", self._name, len(batch)
+                    )
+                    for pending in batch:
+                        if not pending.future.done():
+                            pending.future.set_exception(
+                                ModelExecutionError(f"model {self._name}: the batch failed")
+                            )
 
     async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait until the batch is full or the oldest request's delay has passed, unless recent

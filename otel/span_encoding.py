@@ -284,4 +284,10 @@ class EncodingSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         if type(span) is LeanSpan and span.get_span_context().trace_flags.sampled:
-            span.encoded = self._encoder.encode_span(span)
+            try:
+                encoded = self._encoder.encode_span(span)
+            except Exception:
+                # Never into the request that ended the span: the export thread encodes it
+                # again, fails the same way, and the SDK logs and counts that failure there.
+                return
+            span.encoded = encoded

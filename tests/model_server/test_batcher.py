@@ -4,12 +4,20 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from opentelemetry.util.types import Attributes
 
+from model_server import telemetry as server_telemetry
 from model_server.batcher import DynamicBatcher
-from model_server.errors import DeadlineExceededError, ModelNotReadyError, QueueFullError
+from model_server.errors import (
+    DeadlineExceededError,
+    ModelExecutionError,
+    ModelNotReadyError,
+    QueueFullError,
+)
 from tests.telemetry_capture import TelemetryCapture
 
 
@@ -231,6 +239,39 @@ def test_forward_failure_fails_the_batch_not_the_batcher() -> None:
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+def test_a_failure_around_the_pass_fails_the_batch_not_the_batcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorded = server_telemetry.queue_duration
+    calls = 0
+
+    def record_once_broken(amount: float, attributes: Attributes = None) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("telemetry broke")
+        recorded.record(amount, attributes)
+
+    monkeypatch.setattr(
+        server_telemetry,
+        "queue_duration",
+        SimpleNamespace(record=record_once_broken),
+    )
+    forward = RecordingForward()
+
+    async def scenario() -> None:
+        batcher = _batcher(forward, max_queue_delay_s=0.0)
+        batcher.start()
+        # Before the fix the worker stopped: both calls waited forever.
+        with pytest.raises(ModelExecutionError, match="the batch failed"):
+            await asyncio.wait_for(batcher.submit(_rows(0, 1), None), 10)
+        assert (await asyncio.wait_for(batcher.submit(_rows(5, 1), None), 10))[0][0, 0] == 10
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert forward.batches == [1]
 
 
 class ThreadRecordingForward(RecordingForward):

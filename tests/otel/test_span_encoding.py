@@ -127,6 +127,17 @@ def test_interleaved_resources_reused_names_and_large_batches_match_the_sdk() ->
     assert ExportTraceServiceRequest.FromString(encoded) == encode_spans(spans)
 
 
+def test_a_span_it_cannot_encode_ends_without_an_error() -> None:
+    provider = LeanTracerProvider()
+    provider.add_span_processor(EncodingSpanProcessor(SpanEncoder()))
+    span = provider.get_tracer("tests.encoding").start_span("lone surrogate \ud800")
+
+    span.end()  # a name that is not valid UTF-8: encoding it raises
+
+    assert isinstance(span, LeanSpan)
+    assert span.encoded is None
+
+
 def test_spans_encoded_at_their_end_are_sent_as_they_were_encoded() -> None:
     encoder = SpanEncoder()
     exporter = InMemorySpanExporter()
