@@ -118,7 +118,7 @@ class SpanEncoder:
                 scopes[id(scope)] = scope
                 encoded_spans = by_scope.setdefault(id(scope), [])
                 last = (resource, scope)
-            encoded_spans.append(getattr(span, "encoded", None) or self._span(span))
+            encoded_spans.append(getattr(span, "encoded", None) or self.encode_span(span))
         resource_spans = []
         for resource, by_scope in grouped.values():
             scope_spans = [
@@ -130,9 +130,6 @@ class SpanEncoder:
 
     def encode_span(self, span: ReadableSpan) -> bytes:
         """One span's `ScopeSpans.spans` field (tag, length, Span message)."""
-        return self._span(span)
-
-    def _span(self, span: ReadableSpan) -> bytes:
         context = span.get_span_context()
         assert context is not None  # a finished SDK span always has one
         # SpanContext is a typed tuple; unpacking it is cheaper than its properties.
