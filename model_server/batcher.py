@@ -184,11 +184,7 @@ class DynamicBatcher:
                     logger.exception(
                         "model %s: a batch of %d requests failed", self._name, len(batch)
                     )
-                    for pending in batch:
-                        if not pending.future.done():
-                            pending.future.set_exception(
-                                ModelExecutionError(f"model {self._name}: the batch failed")
-                            )
+                    _fail(batch, ModelExecutionError(f"model {self._name}: the batch failed"))
 
     async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait until the batch is full or the oldest request's delay has passed, unless recent
@@ -294,11 +290,7 @@ class DynamicBatcher:
                     self._name,
                     len(batch),
                 )
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(
-                            ModelExecutionError(f"model {self._name}: forward pass failed")
-                        )
+                _fail(batch, ModelExecutionError(f"model {self._name}: forward pass failed"))
                 return
         start = 0
         for pending in batch:
@@ -329,6 +321,13 @@ class DynamicBatcher:
             except Exception:  # observing the model must never fail its answers
                 logger.exception("model %s: observing a batch failed", self._name)
         return outputs
+
+
+def _fail(batch: list[_Pending], error: ModelExecutionError) -> None:
+    """Answers every request of `batch` still waiting with `error`."""
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)
 
 
 def _pass_cost(previous: float | None, seconds: float) -> float:

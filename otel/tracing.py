@@ -291,8 +291,8 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         self.encoded: bytes | None = None
-        """Its OTLP `Span` field bytes, when `otel.span_encoding.EncodingSpanProcessor` made
-        them at its end."""
+        """Its OTLP bytes (`SpanEncoder.encode_span`), when
+        `otel.span_encoding.EncodingSpanProcessor` made them at its end."""
         if attributes:
             self._set_items(attributes)
         if links:
