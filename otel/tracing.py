@@ -318,6 +318,18 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         """Links dropped by the span's link count limit."""
         return self._links.dropped if type(self._links) is BoundedList else 0
 
+    def is_plain(self) -> bool:
+        """Ended, with no events, trace state or dropped attributes or links, and its status
+        never set: most spans, which `SpanEncoder` then encodes from their fields."""
+        return (
+            self._end_time is not None
+            and not self._events
+            and self._status is _UNSET_STATUS
+            and not self._dropped_attributes
+            and not self.dropped_links
+            and not self.get_span_context().trace_state
+        )
+
     def get_span_context(self) -> SpanContext:
         """This span's context (trace id, span id, flags, state)."""
         return cast(SpanContext, self._context)

@@ -56,6 +56,21 @@ def _spans(provider: TracerProvider, exporter: InMemorySpanExporter) -> Sequence
             )
             child.set_status(Status(StatusCode.OK))
             child.end()
+    # Spans with nothing but ids, times, attributes and links (most of the model server's):
+    # `SpanEncoder` writes a LeanSpan of this kind from its fields.
+    with tracer.start_as_current_span("plain parent") as plain_parent:
+        tracer.start_span("plain leaf").end()
+        tracer.start_span(
+            "plain with links",
+            links=[Link(REMOTE_PARENT), Link(plain_parent.get_span_context(), {"why": "batch"})],
+            attributes={"size": 8, "model": "digits"},
+        ).end()
+    stateless = SpanContext(REMOTE_PARENT.trace_id, 0x1234, True, REMOTE_PARENT.trace_flags)
+    tracer.start_span(
+        "plain under a remote parent",
+        trace.set_span_in_context(trace.NonRecordingSpan(stateless)),
+        kind=SpanKind.SERVER,
+    ).end()
     for many in range(3):  # more attributes than the limit: dropped counts
         span = tracer.start_span("limited", attributes={f"a{i}": i for i in range(15 + many)})
         span.end()
