@@ -292,7 +292,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self._set_status_on_exception = set_status_on_exception
         self.encoded: bytes | None = None
         """Its OTLP bytes (`SpanEncoder.encode_span`), when
-        `otel.span_encoding.EncodingSpanProcessor` made them at its end."""
+        `otel.span_encoding.EncodingSpanProcessor` made them after its end."""
         if attributes:
             self._set_items(attributes)
         if links:

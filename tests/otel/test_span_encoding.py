@@ -144,13 +144,34 @@ def test_interleaved_resources_reused_names_and_large_batches_match_the_sdk() ->
 
 def test_a_span_it_cannot_encode_ends_without_an_error() -> None:
     provider = LeanTracerProvider()
-    provider.add_span_processor(EncodingSpanProcessor(SpanEncoder()))
-    span = provider.get_tracer("tests.encoding").start_span("lone surrogate \ud800")
+    provider.add_span_processor(EncodingSpanProcessor(SpanEncoder(), group=2))
+    tracer = provider.get_tracer("tests.encoding")
+    broken = tracer.start_span("lone surrogate \ud800")
+    fine = tracer.start_span("fine")
 
-    span.end()  # a name that is not valid UTF-8: encoding it raises
+    broken.end()
+    fine.end()  # the group is complete: encoding the first raises, the second is encoded
 
-    assert isinstance(span, LeanSpan)
-    assert span.encoded is None
+    assert isinstance(broken, LeanSpan)
+    assert isinstance(fine, LeanSpan)
+    assert broken.encoded is None
+    assert fine.encoded
+
+
+def test_spans_are_encoded_a_group_at_a_time() -> None:
+    provider = LeanTracerProvider()
+    provider.add_span_processor(EncodingSpanProcessor(SpanEncoder(), group=3))
+    tracer = provider.get_tracer("tests.encoding")
+    spans = [tracer.start_span(f"span {index}") for index in range(4)]
+
+    for span in spans[:2]:
+        span.end()
+    assert not any(isinstance(span, LeanSpan) and span.encoded for span in spans)
+
+    spans[2].end()
+    spans[3].end()
+    encoded = [isinstance(span, LeanSpan) and bool(span.encoded) for span in spans]
+    assert encoded == [True, True, True, False]
 
 
 def test_spans_encoded_at_their_end_are_sent_as_they_were_encoded() -> None:
@@ -160,7 +181,7 @@ def test_spans_encoded_at_their_end_are_sent_as_they_were_encoded() -> None:
         resource=Resource.create({"service.name": "eager"}),
         span_limits=SpanLimits(max_span_attributes=16),
     )
-    provider.add_span_processor(EncodingSpanProcessor(encoder))
+    provider.add_span_processor(EncodingSpanProcessor(encoder, group=1))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     spans = [span for span in _spans(provider, exporter) if isinstance(span, LeanSpan)]
     assert len(spans) == len(exporter.get_finished_spans())
