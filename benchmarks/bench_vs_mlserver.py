@@ -36,7 +36,7 @@ from typing import Any
 
 import grpc
 
-from benchmarks.bench_telemetry import _discarding_receiver, _start_server
+from benchmarks.bench_telemetry import _start_server, start_receiver
 from model_server import digits
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
@@ -219,7 +219,7 @@ def main() -> int:
     mlserver_python = _ensure_mlserver_venv()
     args.out.mkdir(parents=True, exist_ok=True)
     revision = _git_revision()
-    receiver, receiver_port = _discarding_receiver()
+    receiver, receiver_port = start_receiver()
     servers: dict[str, Server] = {}
     points: dict[tuple[str, int], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,7 +267,7 @@ def main() -> int:
                     server.process.wait(30)
                 except subprocess.TimeoutExpired:
                     server.process.kill()
-            receiver.stop(1)
+            receiver.terminate()
     table = _table(points, args.concurrency)
     verdict = _verdict(points)
     print(f"\ncommit {revision}; payload sha256 {digests.pop()}\n\n{table}\n")
