@@ -5,7 +5,8 @@ Python (about 25 µs a span here), on the export thread, holding the GIL the ser
 needs. This writes the `ExportTraceServiceRequest` bytes directly and caches what repeats
 between spans (span names, attribute key/value pairs, resources, scopes), at 1-3 µs a span
 (the model server's `LeanSpan`s without events or a status are written from their fields);
-`EncodingSpanProcessor` encodes each span as it ends, so that a batch is only joined.
+`EncodingSpanProcessor` encodes spans on the thread that ends them, 32 at a time, so that an
+export batch is only joined.
 `tests/otel/test_span_encoding.py` checks that the bytes parse into a message equal to the
 SDK's for every field the SDK sets.
 
