@@ -116,7 +116,7 @@ class SpanEncoder:
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized `ExportTraceServiceRequest` of these spans, grouped by resource and
         scope in the order they first appear; a span's `encoded` bytes, when it has them, are
-        used as they are."""
+        used as they are, and a `LeanSpan` encoded here keeps its bytes."""
         grouped: dict[int, tuple[Resource, dict[int, list[bytes]]]] = {}
         scopes: dict[int, InstrumentationScope | None] = {}
         last: tuple[Resource | None, InstrumentationScope | None] = (None, None)
@@ -129,7 +129,12 @@ class SpanEncoder:
                 scopes[id(scope)] = scope
                 encoded_spans = by_scope.setdefault(id(scope), [])
                 last = (resource, scope)
-            encoded_spans.append(getattr(span, "encoded", None) or self.encode_span(span))
+            encoded = getattr(span, "encoded", None)
+            if encoded is None:
+                encoded = self.encode_span(span)
+                if type(span) is LeanSpan:  # its group, if still waiting, then skips it
+                    span.encoded = encoded
+            encoded_spans.append(encoded)
         resource_spans = []
         for resource, by_scope in grouped.values():
             scope_spans = [
@@ -149,9 +154,7 @@ class SpanEncoder:
         trace_id, span_id, _, _, trace_state, _ = context
         parent = span.parent
         name, kind = span.name, span.kind
-        head = self._heads.get(name)
-        if head is None or head[0] is not kind:
-            head = self._head(name, kind)
+        head = self._head(name, kind)
         parts = [_IDS.pack(0x0A, 16, trace_id >> 64, trace_id & _LOW_64, 0x12, 8, span_id)]
         if trace_state:
             state = ",".join(f"{key}={value}" for key, value in trace_state.items())
@@ -160,7 +163,7 @@ class SpanEncoder:
         if parent is not None:
             _, parent_span_id, parent_remote, _, _, _ = parent
             parts.append(_PARENT.pack(0x22, 8, parent_span_id))
-        parts.append(head[1])
+        parts.append(head)
         start_time, end_time = span.start_time, span.end_time
         if start_time and end_time:
             parts.append(_TIMES.pack(0x39, start_time, 0x41, end_time))
@@ -199,9 +202,7 @@ class SpanEncoder:
         attributes or links (benchmarks/bench_span_encoding.py)."""
         trace_id, span_id, _, _, _, _ = span.get_span_context()
         name, kind = span._name, span._kind
-        head = self._heads.get(name)
-        if head is None or head[0] is not kind:
-            head = self._head(name, kind)
+        head = self._head(name, kind)
         ids = _IDS.pack(0x0A, 16, trace_id >> 64, trace_id & _LOW_64, 0x12, 8, span_id)
         times = _TIMES.pack(0x39, span._start_time, 0x41, span._end_time)
         parent = span._parent
@@ -217,7 +218,7 @@ class SpanEncoder:
                 (
                     ids,
                     parent_field,
-                    head[1],
+                    head,
                     times,
                     *self._attributes(b"\x4a", attributes),
                     *map(self._link, links),
@@ -225,7 +226,7 @@ class SpanEncoder:
                 )
             )
         else:
-            encoded = b"".join((ids, parent_field, head[1], times, tail))
+            encoded = b"".join((ids, parent_field, head, times, tail))
         return b"\x12" + _varint(len(encoded)) + encoded
 
     def _link(self, link: Link) -> bytes:
@@ -242,14 +243,17 @@ class SpanEncoder:
         body.append(flags)
         return _field(b"\x6a", b"".join(body))
 
-    def _head(self, name: str, kind: SpanKind) -> tuple[SpanKind, bytes]:
+    def _head(self, name: str, kind: SpanKind) -> bytes:
         """The name and kind fields of a span, cached per name with the kind they were made
         for (a name seen with another kind is encoded again)."""
+        head = self._heads.get(name)
+        if head is not None and head[0] is kind:
+            return head[1]
         if len(self._heads) >= CACHE_LIMIT:
             self._heads.clear()
-        head = kind, _field(b"\x2a", name.encode()) + b"\x30" + _varint(kind.value + 1)  # from 1
-        self._heads[name] = head
-        return head
+        encoded = _field(b"\x2a", name.encode()) + b"\x30" + _varint(kind.value + 1)  # from 1
+        self._heads[name] = kind, encoded
+        return encoded
 
     def _attributes(self, tag: bytes, attributes: Attributes) -> Iterable[bytes]:
         if not attributes:
@@ -349,6 +353,8 @@ class EncodingSpanProcessor(SpanProcessor):
     def _encode(self, spans: list[LeanSpan]) -> None:
         encode = self._encoder.encode_span
         for span in spans:
+            if span.encoded is not None:  # the export thread took it first
+                continue
             try:
                 span.encoded = encode(span)
             except Exception:

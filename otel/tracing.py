@@ -291,8 +291,8 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         self.encoded: bytes | None = None
-        """Its OTLP bytes (`SpanEncoder.encode_span`), when
-        `otel.span_encoding.EncodingSpanProcessor` made them after its end."""
+        """Its OTLP bytes (`SpanEncoder.encode_span`), once
+        `otel.span_encoding.EncodingSpanProcessor` or the exporter has made them."""
         if attributes:
             self._set_items(attributes)
         if links:

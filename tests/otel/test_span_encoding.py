@@ -174,6 +174,23 @@ def test_spans_are_encoded_a_group_at_a_time() -> None:
     assert encoded == [True, True, True, False]
 
 
+def test_a_span_the_export_encoded_first_is_not_encoded_again() -> None:
+    encoder = SpanEncoder()
+    provider = LeanTracerProvider()
+    provider.add_span_processor(EncodingSpanProcessor(encoder, group=2))
+    tracer = provider.get_tracer("tests.encoding")
+    first, second = tracer.start_span("first"), tracer.start_span("second")
+    first.end()
+    assert isinstance(first, LeanSpan)
+
+    encoder.encode([first])  # the export thread takes it before its group is complete
+    exported = first.encoded
+    second.end()  # the group is complete
+
+    assert exported is not None
+    assert first.encoded is exported
+
+
 def test_spans_encoded_at_their_end_are_sent_as_they_were_encoded() -> None:
     encoder = SpanEncoder()
     exporter = InMemorySpanExporter()
