@@ -29,7 +29,7 @@ from otel.selfmetrics import (
     count_queue_drops,
 )
 from otel.settings import TelemetrySettings
-from otel.span_encoding import EncodingSpanProcessor
+from otel.span_batching import GroupingBatchSpanProcessor
 from otel.system_metrics import register_gpu_metrics, register_process_metrics
 from otel.telemetry import Closable, SdkPipeline, Telemetry
 from otel.tracing import LeanTracerProvider
@@ -167,10 +167,14 @@ def _build_pipeline(
     if span_exporter is not None:
         counted_spans = CountingSpanExporter(span_exporter, stats)
         exporters.append(counted_spans)
-        batch_spans = BatchSpanProcessor(counted_spans, meter_provider=meter_provider)
+        batch_spans = (
+            GroupingBatchSpanProcessor(
+                counted_spans, span_exporter.encoder, meter_provider=meter_provider
+            )
+            if settings.encode_spans_at_end and isinstance(span_exporter, otlp.LeanGrpcSpanExporter)
+            else BatchSpanProcessor(counted_spans, meter_provider=meter_provider)
+        )
         count_queue_drops(batch_spans, "traces", stats)
-        if settings.encode_spans_at_end and isinstance(span_exporter, otlp.LeanGrpcSpanExporter):
-            tracer_provider.add_span_processor(EncodingSpanProcessor(span_exporter.encoder))
         tracer_provider.add_span_processor(batch_spans)
     for span_processor in span_processors:
         tracer_provider.add_span_processor(span_processor)

@@ -10,6 +10,7 @@ read by the exporters themselves. Spans sent over gRPC are encoded by `otel.span
 import os
 from collections.abc import Sequence
 
+import grpc
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
     OTLPLogExporter as GrpcLogExporter,
 )
@@ -28,7 +29,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace import ReadableSpan
@@ -38,18 +39,37 @@ from otel.selfmetrics import Signal
 from otel.span_encoding import SpanEncoder
 
 _PROTOCOLS = ("grpc", "http/protobuf")
+_TRACE_EXPORT = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].methods_by_name[
+    "Export"
+]
+TRACE_EXPORT_PATH = f"/{_TRACE_EXPORT.containing_service.full_name}/{_TRACE_EXPORT.name}"
+"""The gRPC method an OTLP trace export calls."""
+
+
+class _EncodedTraceClient:
+    """The trace service stub for a request already serialized: `Export` sends the bytes as
+    they are and does not parse the (ignored) response."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.Export = channel.unary_unary(TRACE_EXPORT_PATH)
 
 
 class LeanGrpcSpanExporter(GrpcSpanExporter):
     """The OTLP/gRPC span exporter with `SpanEncoder` in place of the SDK's per-object
-    encoding; transport, retries, headers and TLS are the SDK exporter's."""
+    encoding, and the encoded request sent as it is (parsing it into a message for the stub
+    to serialize again cost the export thread about 150 µs of GIL a 500-span batch).
+    Transport, retries, headers, compression and TLS are the SDK exporter's."""
 
     def __init__(self) -> None:
         super().__init__()
         self.encoder = SpanEncoder()
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-        return ExportTraceServiceRequest.FromString(self.encoder.encode(data))
+    def _initialize_channel_and_stub(self) -> None:
+        super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
+        self._client = _EncodedTraceClient(self._channel)  # type: ignore[assignment]
+
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:  # type: ignore[override]
+        return self.encoder.encode(data)
 
 
 def span_exporter() -> SpanExporter | None:

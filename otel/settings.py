@@ -34,8 +34,9 @@ class TelemetrySettings(BaseSettings):
     """Upper bound on `Telemetry.shutdown()`; telemetry not exported by then is dropped."""
     encode_spans_at_end: bool = True
     """Spans sent over OTLP/gRPC are encoded on the thread that ends them, 32 at a time (about
-    60 µs): the cost is spread over requests. False leaves it to the export thread, up to 512
-    at a time, which uses idle time but stalls requests that arrive meanwhile for milliseconds
+    60 µs), and enter the export queue together: the cost is spread over requests. False
+    leaves encoding to the export thread, up to 512 at a time, which uses idle time but stalls
+    requests that arrive meanwhile for milliseconds, and queues spans one by one
     (benchmarks/RESULTS.md)."""
 
     @field_validator("log_level")

@@ -5,8 +5,8 @@ Python (about 25 µs a span here), on the export thread, holding the GIL the ser
 needs. This writes the `ExportTraceServiceRequest` bytes directly and caches what repeats
 between spans (span names, attribute key/value pairs, resources, scopes), at 1-3 µs a span
 (the model server's `LeanSpan`s without events or a status are written from their fields);
-`EncodingSpanProcessor` encodes spans on the thread that ends them, 32 at a time, so that an
-export batch is only joined.
+`otel.span_batching.GroupingBatchSpanProcessor` encodes spans on the thread that ends them, 32
+at a time, so that an export batch is only joined.
 `tests/otel/test_span_encoding.py` checks that the bytes parse into a message equal to the
 SDK's for every field the SDK sets.
 
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, StatusCode
 from opentelemetry.util.types import Attributes
@@ -28,8 +28,6 @@ from otel.tracing import LeanSpan
 
 logger = logging.getLogger(__name__)
 
-#: Spans `EncodingSpanProcessor` encodes at once, by default.
-ENCODING_GROUP = 32
 #: Entries kept per cache before it starts over (attribute values are bounded by design, but a
 #: cache must not grow without limit if some library records unbounded ones).
 CACHE_LIMIT = 4096
@@ -105,7 +103,7 @@ def _key_value(key: str, value: Any) -> bytes:
 
 class SpanEncoder:
     """Encodes batches of finished SDK spans; keeps caches, so use one per exporter (its
-    `EncodingSpanProcessor` may share it: the caches are plain dicts, safe under the GIL)."""
+    `GroupingBatchSpanProcessor` may share it: the caches are plain dicts, safe under the GIL)."""
 
     def __init__(self) -> None:
         self._key_values: dict[tuple[bytes, str, type, Any], bytes] = {}
@@ -116,7 +114,7 @@ class SpanEncoder:
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized `ExportTraceServiceRequest` of these spans, grouped by resource and
         scope in the order they first appear; a span's `encoded` bytes, when it has them, are
-        used as they are, and a `LeanSpan` encoded here keeps its bytes."""
+        used as they are."""
         grouped: dict[int, tuple[Resource, dict[int, list[bytes]]]] = {}
         scopes: dict[int, InstrumentationScope | None] = {}
         last: tuple[Resource | None, InstrumentationScope | None] = (None, None)
@@ -130,11 +128,7 @@ class SpanEncoder:
                 encoded_spans = by_scope.setdefault(id(scope), [])
                 last = (resource, scope)
             encoded = getattr(span, "encoded", None)
-            if encoded is None:
-                encoded = self.encode_span(span)
-                if type(span) is LeanSpan:  # its group, if still waiting, then skips it
-                    span.encoded = encoded
-            encoded_spans.append(encoded)
+            encoded_spans.append(self.encode_span(span) if encoded is None else encoded)
         resource_spans = []
         for resource, by_scope in grouped.values():
             scope_spans = [
@@ -317,47 +311,3 @@ def _status(code: int, description: str | None) -> bytes:
     if code:
         body += b"\x18" + _varint(code)
     return _field(b"\x7a", body)
-
-
-class EncodingSpanProcessor(SpanProcessor):
-    """Encodes sampled `LeanSpan`s on the thread that ends them, `group` at a time, for
-    `encoder`'s `encode` to reuse; add it before the batch processor whose exporter owns
-    `encoder`.
-
-    The export thread would otherwise encode a whole batch at once (1.5-5 ms for 512 spans on
-    the development VM) while holding the GIL the serving event loop needs: the requests that
-    arrive meanwhile wait. One span at a time is the other extreme: between two spans the
-    server's other work evicts the encoder's code and data from the CPU caches, and a span
-    encoded alone cost 3-5 times what it costs in a run of spans (benchmarks/RESULTS.md). A
-    group of 32 is encoded in about 60 µs.
-
-    A span the export thread takes before its group is encoded (the last few at a flush or
-    shutdown, or at a trickle of traffic) is encoded there, as without this processor.
-    """
-
-    def __init__(self, encoder: SpanEncoder, group: int = ENCODING_GROUP) -> None:
-        self._encoder = encoder
-        self._group = group
-        self._ended: list[LeanSpan] = []
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if type(span) is LeanSpan and span.get_span_context().trace_flags.sampled:
-            ended = self._ended
-            ended.append(span)
-            if len(ended) >= self._group:
-                # Another thread may append to `ended` after this swap: its span is encoded
-                # here if the loop below has not passed its place, else by the export thread.
-                self._ended = []
-                self._encode(ended)
-
-    def _encode(self, spans: list[LeanSpan]) -> None:
-        encode = self._encoder.encode_span
-        for span in spans:
-            if span.encoded is not None:  # the export thread took it first
-                continue
-            try:
-                span.encoded = encode(span)
-            except Exception:
-                # Never into the request that ended the span: the export thread encodes it
-                # again, fails the same way, and the SDK logs and counts that failure there.
-                continue

@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from time import time_ns
 from types import TracebackType
 from typing import cast
@@ -44,9 +44,11 @@ from opentelemetry.sdk.trace import (
     Event,
     ReadableSpan,
     SpanLimits,
+    SpanProcessor,
     SynchronousMultiSpanProcessor,
     TracerProvider,
 )
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -89,6 +91,41 @@ _FLAGS = {
 _UNSET_STATUS = Status(StatusCode.UNSET)  # shared: a Status is never changed, only replaced
 _END_LOCK = threading.Lock()
 """Makes `end()`'s check-and-set atomic: a span ended twice at once reaches the processors once."""
+#: The SDK processors' hooks that do nothing: a span does not call them.
+_NO_OP_HOOKS = frozenset(
+    getattr(processor, hook)
+    for processor in (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
+    for hook in ("on_start", "_on_ending")
+)
+
+
+class LeanSpanProcessors(SynchronousMultiSpanProcessor):
+    """The provider's span processors, in order, with the hooks each span calls listed once
+    when a processor is added: a span calls them directly, and skips the ones the SDK's own
+    processors leave empty (`on_start` and `_on_ending` of the batch and simple processors)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.starting: tuple[Callable[..., None], ...] = ()
+        """Every processor's `on_start` that does something."""
+        self.ending: tuple[Callable[[LeanSpan], None], ...] = ()
+        """Every processor's `_on_ending` that does something."""
+        self.ended: tuple[Callable[[LeanSpan], None], ...] = ()
+        """Every processor's `on_end`."""
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        with self._lock:
+            processors = (*self._span_processors, span_processor)
+            self.starting = tuple(
+                p.on_start for p in processors if type(p).on_start not in _NO_OP_HOOKS
+            )
+            self.ending = tuple(
+                p._on_ending  # type: ignore[misc]
+                for p in processors
+                if type(p)._on_ending not in _NO_OP_HOOKS
+            )
+            self.ended = tuple(p.on_end for p in processors)
+            self._span_processors = processors
 
 
 class LeanTracerProvider(TracerProvider):
@@ -102,7 +139,7 @@ class LeanTracerProvider(TracerProvider):
         id_generator: IdGenerator | None = None,
         span_limits: SpanLimits | None = None,
     ) -> None:
-        self._processor = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
+        self._processor = LeanSpanProcessors()
         self._limits = span_limits or SpanLimits()
         super().__init__(
             sampler=sampler,
@@ -219,8 +256,8 @@ class LeanTracer(trace_api.Tracer):
             record_exception,
             set_status_on_exception,
         )
-        # Processors are typed for the SDK's span; a LeanSpan offers the same interface.
-        self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        for on_start in self.processor.starting:
+            on_start(span, parent_context=context)
         return span
 
     @_agnosticcontextmanager
@@ -479,9 +516,11 @@ class LeanSpan(trace_api.Span, ReadableSpan):
                 logger.warning("Calling end() on an ended span.")
                 return
             self._end_time = time_ns() if end_time is None else end_time
-        processor = self._tracer.processor
-        processor._on_ending(self)  # type: ignore[arg-type]
-        processor.on_end(self)
+        processors = self._tracer.processor
+        for on_ending in processors.ending:
+            on_ending(self)
+        for on_end in processors.ended:
+            on_end(self)
 
     def __exit__(
         self,

@@ -8,7 +8,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 
 from otel import DURATION_BUCKETS_S, TelemetrySettings, build_resource, otlp
-from otel.span_encoding import ENCODING_GROUP
+from otel.span_batching import ENCODING_GROUP
 from otel.tracing import LeanSpan
 from tests.otel.otlp_receiver import OtlpGrpcReceiver, OtlpHttpReceiver, attributes
 from tests.otel.support import MakeTelemetry

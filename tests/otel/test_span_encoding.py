@@ -14,7 +14,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import AttributeValue
 
-from otel.span_encoding import EncodingSpanProcessor, SpanEncoder
+from otel.span_batching import GroupingBatchSpanProcessor
+from otel.span_encoding import SpanEncoder
 from otel.tracing import LeanSpan, LeanTracerProvider
 
 REMOTE_PARENT = SpanContext(
@@ -142,55 +143,6 @@ def test_interleaved_resources_reused_names_and_large_batches_match_the_sdk() ->
     assert ExportTraceServiceRequest.FromString(encoded) == encode_spans(spans)
 
 
-def test_a_span_it_cannot_encode_ends_without_an_error() -> None:
-    provider = LeanTracerProvider()
-    provider.add_span_processor(EncodingSpanProcessor(SpanEncoder(), group=2))
-    tracer = provider.get_tracer("tests.encoding")
-    broken = tracer.start_span("lone surrogate \ud800")
-    fine = tracer.start_span("fine")
-
-    broken.end()
-    fine.end()  # the group is complete: encoding the first raises, the second is encoded
-
-    assert isinstance(broken, LeanSpan)
-    assert isinstance(fine, LeanSpan)
-    assert broken.encoded is None
-    assert fine.encoded
-
-
-def test_spans_are_encoded_a_group_at_a_time() -> None:
-    provider = LeanTracerProvider()
-    provider.add_span_processor(EncodingSpanProcessor(SpanEncoder(), group=3))
-    tracer = provider.get_tracer("tests.encoding")
-    spans = [tracer.start_span(f"span {index}") for index in range(4)]
-
-    for span in spans[:2]:
-        span.end()
-    assert not any(isinstance(span, LeanSpan) and span.encoded for span in spans)
-
-    spans[2].end()
-    spans[3].end()
-    encoded = [isinstance(span, LeanSpan) and bool(span.encoded) for span in spans]
-    assert encoded == [True, True, True, False]
-
-
-def test_a_span_the_export_encoded_first_is_not_encoded_again() -> None:
-    encoder = SpanEncoder()
-    provider = LeanTracerProvider()
-    provider.add_span_processor(EncodingSpanProcessor(encoder, group=2))
-    tracer = provider.get_tracer("tests.encoding")
-    first, second = tracer.start_span("first"), tracer.start_span("second")
-    first.end()
-    assert isinstance(first, LeanSpan)
-
-    encoder.encode([first])  # the export thread takes it before its group is complete
-    exported = first.encoded
-    second.end()  # the group is complete
-
-    assert exported is not None
-    assert first.encoded is exported
-
-
 def test_spans_encoded_at_their_end_are_sent_as_they_were_encoded() -> None:
     encoder = SpanEncoder()
     exporter = InMemorySpanExporter()
@@ -198,9 +150,11 @@ def test_spans_encoded_at_their_end_are_sent_as_they_were_encoded() -> None:
         resource=Resource.create({"service.name": "eager"}),
         span_limits=SpanLimits(max_span_attributes=16),
     )
-    provider.add_span_processor(EncodingSpanProcessor(encoder, group=1))
+    grouping = GroupingBatchSpanProcessor(InMemorySpanExporter(), encoder, group=1)
+    provider.add_span_processor(grouping)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     spans = [span for span in _spans(provider, exporter) if isinstance(span, LeanSpan)]
+    grouping.shutdown()
     assert len(spans) == len(exporter.get_finished_spans())
     assert all(span.encoded for span in spans)
 

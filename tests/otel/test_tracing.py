@@ -307,22 +307,30 @@ def test_sampling_decides_as_the_sdk_does(sampler: str, parent: str) -> None:
 
 
 class Recording(SpanProcessor):
-    """Remembers the spans it is given at start and at end."""
+    """Remembers the spans it is given at start, ending and end, and the order of the calls."""
 
     def __init__(self) -> None:
         self.started: list[tuple[trace.Span, Context | None]] = []
         self.ended: list[ReadableSpan] = []
+        self.calls: list[str] = []
 
     def on_start(self, span: trace.Span, parent_context: Context | None = None) -> None:
         self.started.append((span, parent_context))
+        self.calls.append("on_start")
+
+    def _on_ending(self, span: trace.Span) -> None:
+        self.calls.append("_on_ending")
 
     def on_end(self, span: ReadableSpan) -> None:
         self.ended.append(span)
+        self.calls.append("on_end")
 
 
 def test_processors_get_the_span_at_start_and_once_at_its_end() -> None:
-    processor = Recording()
-    tracer = _provider(LeanTracerProvider, processor).get_tracer("tests.processors")
+    processor, exporter = Recording(), InMemorySpanExporter()
+    # The simple processor's empty start and ending hooks are skipped; its end is not.
+    provider = _provider(LeanTracerProvider, SimpleSpanProcessor(exporter), processor)
+    tracer = provider.get_tracer("tests.processors")
     context = trace.set_span_in_context(NonRecordingSpan(REMOTE_PARENT))
 
     span = tracer.start_span("once", context)
@@ -330,9 +338,11 @@ def test_processors_get_the_span_at_start_and_once_at_its_end() -> None:
     span.end()
 
     assert processor.started == [(span, context)]
+    assert processor.calls == ["on_start", "_on_ending", "on_end"]
     assert isinstance(span, LeanSpan)
     assert len(processor.ended) == 1
     assert processor.ended[0] is span
+    assert exporter.get_finished_spans() == (span,)
     assert not span.is_recording()
 
 
