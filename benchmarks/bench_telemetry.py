@@ -9,14 +9,18 @@ Modes (the same model server, digits model with batching, one process each, inte
 With `--baseline-src DIR` (a snapshot of another commit: `git archive <commit> model_server otel
 monitoring | tar -x -C DIR`) a fourth server, "full-baseline", runs that code with full
 telemetry, interleaved with the others: a before/after comparison on the same machine state.
+Each round runs "full" and "full-baseline" back to back, and a last table compares them pair by
+pair. On a noisy VM a change of a few percent needs many short pairs: for instance
+`--modes full --repeats 30 --duration 3` runs only those two servers.
 
 The load generator runs in this process (grpc.aio, closed loop, one-row requests), the OTLP
 receiver in a process of its own. The table
 gives each mode against telemetry off twice: as the ratio of the medians, and as the median of
 each round's ratio (a round runs every mode once, back to back, so a VM whose speed drifts over
-minutes moves both sides of that ratio alike).
+minutes moves both sides of that ratio alike), and the CPU time the server's main thread (the
+event loop that serves every call) spent per request, read from /proc (Linux).
 Usage: python benchmarks/bench_telemetry.py [--duration 6] [--repeats 2] [--concurrency 8 32]
-    [--baseline-src DIR]
+    [--modes off metrics full] [--baseline-src DIR]
 """
 
 import argparse
@@ -47,6 +51,7 @@ from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 
 MODES = ("off", "metrics", "full")
 BASELINE = "full-baseline"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _LISTENING = re.compile(r"gRPC server listening on [^:\s]+:(\d+)")
 
 
@@ -172,6 +177,64 @@ async def _load(address: str, concurrency: int, duration_s: float) -> tuple[floa
     return len(latencies) / duration_s, float(p50), float(p99)
 
 
+def _main_thread_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) the process's main thread has used; None off Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+Point = tuple[float, float, float, float | None]
+"""req/s, p50 ms, p99 ms, main-thread CPU µs per request (None when unknown)."""
+
+
+def _measure(server: tuple[subprocess.Popen[str], str], concurrency: int, duration: float) -> Point:
+    process, address = server
+    before = _main_thread_cpu_s(process.pid)
+    started = time.perf_counter()
+    rate, p50, p99 = asyncio.run(_load(address, concurrency, duration))
+    elapsed = time.perf_counter() - started  # the warm-up's requests are in the CPU time too
+    after = _main_thread_cpu_s(process.pid)
+    cpu = None
+    if before is not None and after is not None and rate:
+        cpu = (after - before) / (rate * elapsed) * 1e6
+    return rate, p50, p99, cpu
+
+
+def _cpu(points: list[Point]) -> str:
+    known = [point[3] for point in points if point[3] is not None]
+    return f"{statistics.median(known):.0f}" if known else "-"
+
+
+def _print_pairs(results: dict[tuple[str, int], list[Point]], concurrencies: list[int]) -> None:
+    print("\nfull against full-baseline, round by round (each round ran the two back to back):\n")
+    print(
+        "| c | rounds | full ahead | req/s ratio: median | p99 ratio: median (full lower) "
+        "| main-thread CPU ratio: median (full lower) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for concurrency in concurrencies:
+        pairs = list(
+            zip(results[("full", concurrency)], results[(BASELINE, concurrency)], strict=True)
+        )
+        rates = [new[0] / old[0] for new, old in pairs]
+        tails = [new[2] / old[2] for new, old in pairs]
+        cpus = [new[3] / old[3] for new, old in pairs if new[3] and old[3]]
+        cpu = (
+            f"{statistics.median(cpus):.3f} ({sum(r < 1 for r in cpus)} of {len(cpus)})"
+            if cpus
+            else "-"
+        )
+        print(
+            f"| {concurrency} | {len(pairs)} | {sum(r > 1 for r in rates)} | "
+            f"{statistics.median(rates):.3f} | "
+            f"{statistics.median(tails):.3f} ({sum(r < 1 for r in tails)}) | {cpu} |"
+        )
+
+
 def main() -> None:
     """Run every mode at every concurrency, interleaved, and print a markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -179,19 +242,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats per point")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
     parser.add_argument(
+        "--modes", nargs="+", choices=MODES, default=list(MODES), help="the servers to run"
+    )
+    parser.add_argument(
         "--baseline-src",
         type=Path,
         help="a snapshot of another commit, run with full telemetry as 'full-baseline'",
     )
     args = parser.parse_args()
-    modes = (*MODES, BASELINE) if args.baseline_src else MODES
+    if args.baseline_src and "full" not in args.modes:
+        parser.error("--baseline-src compares against full: keep full in --modes")
+    modes = (*args.modes, BASELINE) if args.baseline_src else tuple(args.modes)
     receiver, receiver_port = start_receiver()
-    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    results: dict[tuple[str, int], list[Point]] = {}
     with tempfile.TemporaryDirectory() as workdir:
         repository = Path(workdir) / "models"
         accuracy = digits.save_version(repository / "digits" / "1")
         print(f"digits trained (test accuracy {accuracy:.4f}); nproc={os.cpu_count()}")
-        servers = {mode: _start_server(repository, mode, receiver_port) for mode in MODES}
+        servers = {mode: _start_server(repository, mode, receiver_port) for mode in args.modes}
         if args.baseline_src:
             servers[BASELINE] = _start_server(
                 repository, "full", receiver_port, args.baseline_src.resolve()
@@ -200,11 +268,13 @@ def main() -> None:
             for repeat in range(args.repeats):
                 for concurrency in args.concurrency:
                     for mode in modes if repeat % 2 == 0 else reversed(modes):
-                        point = asyncio.run(_load(servers[mode][1], concurrency, args.duration))
+                        point = _measure(servers[mode], concurrency, args.duration)
                         results.setdefault((mode, concurrency), []).append(point)
+                        cpu = "-" if point[3] is None else f"{point[3]:.0f}"
                         print(
                             f"[{repeat + 1}] {mode:13} c={concurrency:<3} {point[0]:7.0f} req/s "
-                            f"p50 {point[1]:6.2f} ms p99 {point[2]:6.2f} ms",
+                            f"p50 {point[1]:6.2f} ms p99 {point[2]:6.2f} ms "
+                            f"main thread {cpu} µs/req",
                             flush=True,
                         )
         finally:
@@ -213,25 +283,30 @@ def main() -> None:
                 process.wait(30)
             receiver.terminate()
     print(
-        "\n| mode | c | req/s (median) | runs | p50 ms | p99 ms | vs off "
-        "| vs off in the same round: median (each) |"
+        "\n| mode | c | req/s (median) | runs | p50 ms | p99 ms | main-thread CPU µs/req "
+        "| vs off | vs off in the same round: median (each) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for concurrency in args.concurrency:
-        off = [r[0] for r in results[("off", concurrency)]]
-        baseline = statistics.median(off)
+        off = [r[0] for r in results.get(("off", concurrency), [])]
         for mode in modes:
             runs = results[(mode, concurrency)]
             rate = statistics.median(r[0] for r in runs)
-            # The VM's speed drifts between rounds; a round's modes ran minutes apart at most.
-            rounds = [run[0] / off_rate for run, off_rate in zip(runs, off, strict=True)]
+            versus, rounds = "-", "-"
+            if off:
+                versus = f"{rate / statistics.median(off):.0%}"
+                # The VM's speed drifts between rounds; a round's modes ran minutes apart at most.
+                each = [run[0] / off_rate for run, off_rate in zip(runs, off, strict=True)]
+                rounds = f"{statistics.median(each):.0%} ({', '.join(f'{r:.0%}' for r in each)})"
             print(
                 f"| {mode} | {concurrency} | {rate:,.0f} | "
                 f"{', '.join(f'{r[0]:,.0f}' for r in runs)} | "
                 f"{statistics.median(r[1] for r in runs):.2f} | "
-                f"{statistics.median(r[2] for r in runs):.2f} | {rate / baseline:.0%} | "
-                f"{statistics.median(rounds):.0%} ({', '.join(f'{r:.0%}' for r in rounds)}) |"
+                f"{statistics.median(r[2] for r in runs):.2f} | {_cpu(runs)} | {versus} | "
+                f"{rounds} |"
             )
+    if args.baseline_src:
+        _print_pairs(results, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -329,7 +329,7 @@ class LeanSpan(trace_api.Span, ReadableSpan):
         self._set_status_on_exception = set_status_on_exception
         self.encoded: bytes | None = None
         """Its OTLP bytes (`SpanEncoder.encode_span`), once
-        `otel.span_encoding.EncodingSpanProcessor` or the exporter has made them."""
+        `otel.span_batching.GroupingBatchSpanProcessor` has made them."""
         if attributes:
             self._set_items(attributes)
         if links:
