@@ -6,7 +6,8 @@ tallies, cheap on the application thread, observed as counters at collection tim
 
 - `inferwatch.telemetry.export.failures` {signal}: export requests that failed or raised.
 - `inferwatch.telemetry.dropped` {signal, reason}: spans and log records that never reached
-  the backend; reason is `queue_full`, `export_failed` or `already_shutdown`.
+  the backend; reason is `queue_full`, `export_failed`, `already_shutdown` or (spans)
+  `encoding_failed`.
 
 A full queue is also logged, once when drops begin and then at most every
 `DROP_WARNING_INTERVAL_S`, in place of the SDK's warning for each dropped item (see

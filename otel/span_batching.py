@@ -15,12 +15,16 @@ data in the CPU caches: one at a time, between the server's other work, a span c
 as much. Spans still waiting for their group go into the queue whenever the export thread is
 about to export (at its schedule, when woken, on a flush) and at shutdown, so a trickle of
 traffic is exported as promptly as with the SDK's processor. Other spans take the SDK's path.
+A span that cannot be encoded is dropped and counted (reason `encoding_failed`) instead of
+failing the export request of up to 512 spans it would have joined.
 It works with the internals of the SDK's `BatchProcessor` (opentelemetry-sdk 1.45, the range
 pyproject.toml allows); `tests/otel/test_span_batching.py` fails if they change.
 """
 
+import logging
 import os
 import threading
+import time
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._shared_internal import BatchExportStrategy
@@ -30,8 +34,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from otel.span_encoding import SpanEncoder
 from otel.tracing import LeanSpan
 
+logger = logging.getLogger(__name__)
+
 ENCODING_GROUP = 32
 """Spans encoded and queued at once, by default: about 60 µs of encoding on the VM."""
+ENCODING_FAILED = "encoding_failed"
+"""The drop reason of a span that could not be encoded."""
+ENCODING_WARNING_INTERVAL_S = 60.0
+"""Least time between two warnings that a span could not be encoded."""
 
 
 class GroupingBatchSpanProcessor(BatchSpanProcessor):
@@ -51,6 +61,7 @@ class GroupingBatchSpanProcessor(BatchSpanProcessor):
         self._group = group
         self._ended: list[LeanSpan] = []
         self._ended_lock = threading.Lock()
+        self._next_encoding_warning = 0.0
         batch = self._batch_processor
         export = batch._export
 
@@ -85,18 +96,31 @@ class GroupingBatchSpanProcessor(BatchSpanProcessor):
         if ended:
             self._queue(ended)
 
-    def _queue(self, spans: list[LeanSpan]) -> None:
-        """Encodes `spans` and puts them in the export queue, as the SDK's processor would one
-        by one: refused after shutdown, the oldest dropped (and counted) when it is full."""
+    def _queue(self, ended: list[LeanSpan]) -> None:
+        """Encodes `ended` and puts them in the export queue, as the SDK's processor would one
+        by one: refused after shutdown, the oldest dropped (and counted) when it is full. A span
+        that cannot be encoded (a name that is not valid Unicode, say) is dropped and counted
+        here, where it would otherwise fail the whole export request it joined."""
         encode = self._encoder.encode_span
-        for span in spans:
+        spans = []
+        for span in ended:
             try:
                 span.encoded = encode(span)
-            except Exception:
-                # Not into the request that ended the span: the exporter encodes it again,
-                # fails the same way, and its failure is logged and counted there.
+            except Exception:  # never into the request that ended the span
+                if (now := time.monotonic()) >= self._next_encoding_warning:
+                    self._next_encoding_warning = now + ENCODING_WARNING_INTERVAL_S
+                    logger.warning(
+                        "span %r cannot be encoded for OTLP and is dropped (counted in "
+                        "inferwatch_telemetry_dropped_total; logged again in %.0f s at most)",
+                        span.name,
+                        ENCODING_WARNING_INTERVAL_S,
+                        exc_info=True,
+                    )
                 continue
+            spans.append(span)
         batch = self._batch_processor
+        if len(spans) < len(ended):
+            batch._metrics.drop_items(len(ended) - len(spans), ENCODING_FAILED)
         if batch._shutdown:
             batch._metrics.drop_items(len(spans), "already_shutdown")
             return

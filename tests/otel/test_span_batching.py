@@ -1,6 +1,7 @@
 """`GroupingBatchSpanProcessor` queues spans encoded a group at a time and loses none the SDK's
 batch processor would export."""
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -131,16 +132,24 @@ def test_a_full_queue_loses_its_oldest_spans_and_counts_them(
     assert exported.names() == ["c", "d", "e", "f"]
 
 
-def test_a_span_it_cannot_encode_ends_without_an_error(
-    provider: LeanTracerProvider, exported: Exported
+def test_a_span_it_cannot_encode_is_dropped_and_counted_and_the_rest_exported(
+    provider: LeanTracerProvider, exported: Exported, caplog: pytest.LogCaptureFixture
 ) -> None:
     processor, tracer = _add(provider, exported, group=2)
+    reader = InMemoryMetricReader()
+    stats = PipelineStats()
+    stats.register(MeterProvider([reader]).get_meter("tests.batching"))
+    count_queue_drops(processor, "traces", stats)
 
-    broken, fine = _ended(tracer, "lone surrogate \ud800", "fine")
+    with caplog.at_level(logging.WARNING, logger="otel.span_batching"):
+        broken, fine, _, _ = _ended(tracer, "lone surrogate \ud800", "fine", "\ud801", "x")
 
     assert _encoded([broken, fine]) == [False, True]
+    assert _dropped(reader, "encoding_failed") == 2
+    [warning] = caplog.records  # the second failure, seconds later, is only counted
+    assert "lone surrogate" in warning.getMessage()
     assert processor.force_flush()
-    assert exported.names() == ["lone surrogate \ud800", "fine"]  # queued all the same
+    assert exported.names() == ["fine", "x"]
 
 
 def _dropped(reader: InMemoryMetricReader, reason: str) -> float:
