@@ -99,10 +99,7 @@ def test_shutdown_exports_the_spans_still_waiting_and_drops_later_ones(
     provider: LeanTracerProvider, exported: Exported
 ) -> None:
     processor, tracer = _add(provider, exported, group=2)
-    reader = InMemoryMetricReader()
-    stats = PipelineStats()
-    stats.register(MeterProvider([reader]).get_meter("tests.batching"))
-    count_queue_drops(processor, "traces", stats)
+    reader = _counting_drops(processor)
 
     _ended(tracer, "waiting")
     processor.shutdown()
@@ -120,10 +117,7 @@ def test_a_full_queue_loses_its_oldest_spans_and_counts_them(
         monkeypatch.setenv(f"OTEL_BSP_MAX_{name}", value)
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
     processor, tracer = _add(provider, exported, group=3)
-    reader = InMemoryMetricReader()
-    stats = PipelineStats()
-    stats.register(MeterProvider([reader]).get_meter("tests.batching"))
-    count_queue_drops(processor, "traces", stats)
+    reader = _counting_drops(processor)
 
     _ended(tracer, *"abcdef")  # two groups of three into a queue of four
 
@@ -136,10 +130,7 @@ def test_a_span_it_cannot_encode_is_dropped_and_counted_and_the_rest_exported(
     provider: LeanTracerProvider, exported: Exported, caplog: pytest.LogCaptureFixture
 ) -> None:
     processor, tracer = _add(provider, exported, group=2)
-    reader = InMemoryMetricReader()
-    stats = PipelineStats()
-    stats.register(MeterProvider([reader]).get_meter("tests.batching"))
-    count_queue_drops(processor, "traces", stats)
+    reader = _counting_drops(processor)
 
     with caplog.at_level(logging.WARNING, logger="otel.span_batching"):
         broken, fine, _, _ = _ended(tracer, "lone surrogate \ud800", "fine", "\ud801", "x")
@@ -150,6 +141,15 @@ def test_a_span_it_cannot_encode_is_dropped_and_counted_and_the_rest_exported(
     assert "lone surrogate" in warning.getMessage()
     assert processor.force_flush()
     assert exported.names() == ["fine", "x"]
+
+
+def _counting_drops(processor: GroupingBatchSpanProcessor) -> InMemoryMetricReader:
+    """A reader of the drops `processor` counts, as the bootstrap wires them."""
+    reader = InMemoryMetricReader()
+    stats = PipelineStats()
+    stats.register(MeterProvider([reader]).get_meter("tests.batching"))
+    count_queue_drops(processor, "traces", stats)
+    return reader
 
 
 def _dropped(reader: InMemoryMetricReader, reason: str) -> float:
