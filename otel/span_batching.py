@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._shared_internal import BatchExportStrategy
@@ -62,6 +63,14 @@ class GroupingBatchSpanProcessor(BatchSpanProcessor):
         self._ended: list[LeanSpan] = []
         self._ended_lock = threading.Lock()
         self._next_encoding_warning = 0.0
+        if hasattr(os, "register_at_fork"):
+            forget = weakref.WeakMethod(self._forget_after_fork)
+
+            def after_fork_in_child() -> None:
+                if (method := forget()) is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=after_fork_in_child)
         batch = self._batch_processor
         export = batch._export
 
@@ -89,6 +98,12 @@ class GroupingBatchSpanProcessor(BatchSpanProcessor):
     def shutdown(self) -> None:
         self._queue_waiting_spans()
         super().shutdown()  # type: ignore[no-untyped-call]
+
+    def _forget_after_fork(self) -> None:
+        """A forked child starts with no waiting spans, as the SDK's processor empties its queue
+        there, and with a lock no thread of the parent may be holding."""
+        self._ended = []
+        self._ended_lock = threading.Lock()
 
     def _queue_waiting_spans(self) -> None:
         with self._ended_lock:

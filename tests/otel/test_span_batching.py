@@ -2,6 +2,7 @@
 batch processor would export."""
 
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -141,6 +142,24 @@ def test_a_span_it_cannot_encode_is_dropped_and_counted_and_the_rest_exported(
     assert "lone surrogate" in warning.getMessage()
     assert processor.force_flush()
     assert exported.names() == ["fine", "x"]
+
+
+def test_a_forked_child_starts_without_the_parents_waiting_spans_or_lock(
+    provider: LeanTracerProvider, exported: Exported
+) -> None:
+    processor, tracer = _add(provider, exported, group=32)
+    _ended(tracer, "waiting in the parent")
+
+    with processor._ended_lock:  # held by the parent while it forks
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child)
+            free = processor._ended_lock.acquire(timeout=5)
+            os._exit(0 if free and not processor._ended else 1)
+    _, status = os.waitpid(child, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert processor.force_flush()
+    assert exported.names() == ["waiting in the parent"]
 
 
 def _counting_drops(processor: GroupingBatchSpanProcessor) -> InMemoryMetricReader:
