@@ -9,14 +9,16 @@ from opentelemetry import _logs, metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
-from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter
+from opentelemetry.sdk.metrics import AlwaysOnExemplarFilter, Histogram
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from otel import otlp
+from otel.exemplars import bucket_exemplar_reservoirs
 from otel.histogram import LeanMeterProvider
 from otel.logs import install_otlp_handler, install_stdout_handler, remove_log_handlers
 from otel.metric_export import PeriodicExport, shares_aggregation
@@ -141,12 +143,15 @@ def _build_pipeline(
             metric_export = PeriodicExport(prometheus, counted_metrics)
         else:
             readers.append(PeriodicExportingMetricReader(counted_metrics))
-    # No View: a View's buckets would override every instrument's own advice (the label delay
-    # spans seconds to a day); each histogram passes explicit_bucket_boundaries_advisory.
+    # One View, for the exemplar reservoir only: it names no aggregation, so each histogram keeps
+    # its explicit_bucket_boundaries_advisory (the label delay spans seconds to a day).
     meter_provider = LeanMeterProvider(
         metric_readers=readers,
         resource=resource,
         shutdown_on_exit=False,
+        views=[
+            View(instrument_type=Histogram, exemplar_reservoir_factory=bucket_exemplar_reservoirs)
+        ],
         # None: the SDK's choice (OTEL_METRICS_EXEMPLAR_FILTER, by default trace-based).
         exemplar_filter=None
         if records_spans or OTEL_METRICS_EXEMPLAR_FILTER in os.environ
