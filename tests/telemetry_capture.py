@@ -24,6 +24,20 @@ from otel.tracing import LeanTracerProvider
 DataPoint = NumberDataPoint | HistogramDataPoint
 
 
+def data_points(reader: InMemoryMetricReader, metric_name: str) -> list[DataPoint]:
+    """The data points of one metric in a collection by `reader` (empty when it has none)."""
+    data = reader.get_metrics_data()
+    found: list[DataPoint] = []
+    if data is None:
+        return found
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name == metric_name:
+                    found.extend(metric.data.data_points)  # type: ignore[arg-type]
+    return found
+
+
 @dataclass
 class TelemetryCapture:
     """Spans and metrics recorded through the global providers."""
@@ -37,16 +51,7 @@ class TelemetryCapture:
 
     def points(self, metric_name: str) -> list[DataPoint]:
         """Current data points of one metric (cumulative since the session started)."""
-        data = self.metrics.get_metrics_data()
-        found: list[DataPoint] = []
-        if data is None:
-            return found
-        for resource_metrics in data.resource_metrics:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    if metric.name == metric_name:
-                        found.extend(metric.data.data_points)  # type: ignore[arg-type]
-        return found
+        return data_points(self.metrics, metric_name)
 
     def total(self, metric_name: str, **attributes: str) -> float:
         """Sum of values (histograms: counts) of the points carrying these attributes."""

@@ -21,6 +21,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel.exemplars import BucketExemplarReservoir, bucket_exemplar_reservoirs
 from tests.otel.support import MakeTelemetry
+from tests.telemetry_capture import data_points
 
 BOUNDARIES = (0.001, 0.01, 0.1, 1.0)
 POINT = {"model": "digits"}
@@ -107,16 +108,7 @@ def test_the_bootstrap_histograms_use_it(make_telemetry: MakeTelemetry) -> None:
         histogram.record(0.05, POINT)
     histogram.record(0.06, POINT)  # no span: its exemplar has no ids
 
-    data = reader.get_metrics_data()
-    assert data is not None
-    [point] = [
-        point
-        for resource_metrics in data.resource_metrics
-        for scope_metrics in resource_metrics.scope_metrics
-        for metric in scope_metrics.metrics
-        if metric.name == "inferwatch.test.duration"
-        for point in metric.data.data_points
-    ]
+    [point] = data_points(reader, "inferwatch.test.duration")
     assert span.get_span_context().is_valid
     assert isinstance(point, HistogramDataPoint)
     assert list(point.bucket_counts) == [0, 0, 2, 0, 0]  # the advisory boundaries still apply

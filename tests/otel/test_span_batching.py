@@ -17,6 +17,7 @@ from otel.selfmetrics import PipelineStats, count_queue_drops
 from otel.span_batching import GroupingBatchSpanProcessor
 from otel.span_encoding import SpanEncoder
 from otel.tracing import LeanSpan, LeanTracerProvider
+from tests.telemetry_capture import data_points
 
 
 class Exported(SpanExporter):
@@ -172,15 +173,9 @@ def _counting_drops(processor: GroupingBatchSpanProcessor) -> InMemoryMetricRead
 
 
 def _dropped(reader: InMemoryMetricReader, reason: str) -> float:
-    data = reader.get_metrics_data()
-    assert data is not None
     points = [
         point
-        for resource in data.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-        if metric.name == "inferwatch.telemetry.dropped"
-        for point in metric.data.data_points
+        for point in data_points(reader, "inferwatch.telemetry.dropped")
         if point.attributes == {"signal": "traces", "reason": reason}
     ]
     assert all(isinstance(point, NumberDataPoint) for point in points)
