@@ -5,8 +5,10 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import uvloop
 from pydantic import ValidationError
 
 from model_server import __version__
@@ -18,6 +20,11 @@ from otel import setup_telemetry
 SERVICE_NAME = "inferwatch-model-server"
 
 logger = logging.getLogger(__name__)
+
+_LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "uvloop": uvloop.new_event_loop,
+    "asyncio": asyncio.new_event_loop,
+}
 
 
 def _parse_args(argv: list[str] | None) -> dict[str, object]:
@@ -73,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     telemetry = setup_telemetry(settings, service_name=SERVICE_NAME, service_version=__version__)
     try:
-        asyncio.run(_serve(settings))
+        with asyncio.Runner(loop_factory=_LOOP_FACTORIES[settings.event_loop]) as runner:
+            runner.run(_serve(settings))
     except BindError as error:
         print(f"cannot start the model server: {error}", file=sys.stderr)
         return 2

@@ -64,6 +64,7 @@ class ModelServer:
         logger.info(
             "gRPC server listening on %s:%d (%s)", settings.host, self.port, tls or "plaintext"
         )
+        logger.info("serving on the %s event loop", _loop_name(asyncio.get_running_loop()))
         if settings.create_default_model:
             await asyncio.to_thread(ensure_default_model, settings.model_repository)
         await self.repository.load_all()
@@ -124,3 +125,8 @@ class ModelServer:
                 feedback.evaluate()
             except Exception:  # a failed evaluation must not stop the next ones
                 logger.exception("feedback evaluation failed")
+
+
+def _loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """The package of the running event loop's class: `uvloop` or `asyncio`."""
+    return type(loop).__module__.partition(".")[0]

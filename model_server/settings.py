@@ -1,7 +1,7 @@
 """Settings of the model server process (environment prefix `MODEL_SERVER_`)."""
 
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -76,6 +76,10 @@ class ModelServerSettings(TelemetrySettings):
     """Forward passes that recently took at most this long run on the event loop instead of
     the version's inference thread (for small models the hop costs more than the pass); 0
     always uses the thread."""
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The event loop that decodes, batches and answers every call: `uvloop` (libuv; less CPU
+    a call, see benchmarks/RESULTS.md) or `asyncio`, the standard library's (to debug with
+    asyncio's debug mode, or to compare)."""
 
     @model_validator(mode="after")
     def _check_tls(self) -> Self:

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from model_server import digits
+from model_server import cli, digits
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 from monitoring.drift import REFERENCE_FILE
@@ -52,7 +52,44 @@ def test_no_arguments_serves_models_and_creates_digits(
             pixels_request(digits.load_split().x_test[:4])
         )
     assert outputs(response)["label"].shape == (4,)
+    assert any("serving on the uvloop event loop" in line for line in process.log)
     assert process.terminate() == 0
+
+
+def test_the_asyncio_event_loop_serves_and_stops_cleanly(
+    repository: Path, tmp_path: Path, processes: list[ServerProcess]
+) -> None:
+    process = ServerProcess(
+        tmp_path,
+        "--grpc-port",
+        "0",
+        "--model-repository",
+        str(repository),
+        env={"MODEL_SERVER_EVENT_LOOP": "asyncio"},
+    )
+    processes.append(process)
+    address = process.wait_ready()
+
+    with grpc.insecure_channel(address) as channel:
+        response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            pixels_request(digits.load_split().x_test[:2])
+        )
+    assert outputs(response)["label"].shape == (2,)
+    assert any("serving on the asyncio event loop" in line for line in process.log)
+    assert process.terminate() == 0
+
+
+def test_an_unknown_event_loop_is_one_clear_error_and_exit_code_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MODEL_SERVER_EVENT_LOOP", "trio")
+
+    code = cli.main([])
+
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert stderr.startswith("invalid model server settings:")
+    assert "event_loop\n  Input should be 'uvloop' or 'asyncio'" in stderr
 
 
 def test_a_grpc_port_in_use_is_one_clear_line_and_exit_code_2(
