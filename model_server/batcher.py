@@ -15,7 +15,9 @@ The delay is only paid while it pays: the batcher keeps a moving average of how 
 joined during its recent waits, and while that is under half a row (lone or sparse traffic)
 it sends each batch at once; every `probe_every`-th batch still waits, to notice when traffic
 picks up. A batch whose oldest request is already overdue (it queued behind a long pass) goes
-at once and teaches the average nothing.
+at once and teaches the average nothing. The last 2 ms of a wait (all of it under the default
+delay) keep the event loop polling instead of sleeping until a timer: on 2 vCPUs a loop woken
+by each arrival answered 8% fewer calls at 8 concurrent callers (benchmarks/RESULTS.md).
 
 Telemetry: each request gets a queue-wait span (child of its request span) and the
 queue-duration metric; each batch gets one forward span, a child of the first request's
@@ -59,6 +61,8 @@ _AVERAGE_WEIGHT = 0.2
 _COST_RISE_WEIGHT = 0.05
 #: Waits that gather fewer rows than this on average are skipped.
 _MIN_WAIT_GAIN_ROWS = 0.5
+#: The end of a wait spent polling the event loop (`poll_while_waiting`), not sleeping.
+_POLL_SPAN_S = 0.002
 
 
 @dataclass(slots=True, eq=False)  # eq=False: the queue finds an entry by identity
@@ -88,6 +92,7 @@ class DynamicBatcher:
         enabled: bool = True,
         inline_forward_max_s: float = 0.0,
         skip_unproductive_delay: bool = True,
+        poll_while_waiting: bool = True,
         probe_every: int = 128,
         attributes: Mapping[str, str] | None = None,
         observe_batch: BatchObserver | None = None,
@@ -105,6 +110,7 @@ class DynamicBatcher:
         self._inline_forward_max_s = inline_forward_max_s
         self._forward_s: float | None = None  # forward seconds: `_pass_cost`
         self._skip_unproductive_delay = skip_unproductive_delay
+        self._poll_while_waiting = poll_while_waiting
         self._probe_every = probe_every
         self._wait_gain: float | None = None  # rows that joined during a wait, moving average
         self._batches_without_wait = 0
@@ -144,7 +150,8 @@ class DynamicBatcher:
         pending = _Pending(inputs, rows, deadline, future, span_context)
         self._queue.append(pending)
         self._queued_rows += rows
-        self._wakeup.set()
+        if len(self._queue) == 1 or self._queued_rows >= self._max_batch_size:
+            self._wakeup.set()
         try:
             return await future
         except asyncio.CancelledError:
@@ -219,8 +226,12 @@ class DynamicBatcher:
             remaining = self._queue[0].enqueued_at + self._max_queue_delay_s - time.monotonic()
             if remaining <= 0:
                 return
-            self._wakeup.clear()
-            timer = loop.call_later(remaining, self._wakeup.set)
+            sleep_s = remaining - _POLL_SPAN_S if self._poll_while_waiting else remaining
+            if sleep_s <= 0:
+                await asyncio.sleep(0)  # one turn of the loop, which polls without sleeping
+                continue
+            self._wakeup.clear()  # set by the timer, by the row that fills the batch, or close
+            timer = loop.call_later(sleep_s, self._wakeup.set)
             await self._wakeup.wait()
             timer.cancel()
 

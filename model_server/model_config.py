@@ -60,6 +60,11 @@ class DynamicBatchingConfig(BaseModel):
     """Send batches without waiting while recent waits gathered on average under half a row
     (lone or sparse requests then pay no delay); every 128th batch still waits, to notice when
     traffic picks up. False always waits the full delay."""
+    poll_while_waiting: bool = True
+    """Spend the last 2 ms of a batch's wait for more requests (all of it under the default
+    delay) polling the event loop instead of sleeping until a timer: arrivals are taken in
+    without a wake-up, for at most 2 ms of CPU per batch, and only while waits gather rows.
+    False sleeps through the whole wait."""
     max_queue_size: Annotated[int, Field(ge=1)] = 1024
     """Requests waiting beyond this are rejected at once with RESOURCE_EXHAUSTED."""
 

@@ -149,6 +149,7 @@ class ModelRepository:
                 enabled=batching.enabled,
                 inline_forward_max_s=self._inline_forward_max_s,
                 skip_unproductive_delay=batching.skip_unproductive_delay,
+                poll_while_waiting=batching.poll_while_waiting,
                 attributes=entry.attributes,
                 observe_batch=quality.batch_observer(config, entry.attributes, drift),
             )

@@ -68,6 +68,28 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_rows() -> None:
     np.testing.assert_array_equal(third[0], _rows(200, 3)[0] * 2)
 
 
+@pytest.mark.parametrize("poll_while_waiting", [True, False])
+def test_the_row_that_fills_the_batch_ends_the_wait(poll_while_waiting: bool) -> None:
+    forward = RecordingForward()
+    delay_s = 30.0
+
+    async def scenario() -> None:
+        batcher = _batcher(
+            forward, max_queue_delay_s=delay_s, poll_while_waiting=poll_while_waiting
+        )
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(_rows(0, 3), None))
+        await asyncio.sleep(0.05)  # the worker is waiting for more rows by now
+        assert not first.done()
+        await asyncio.wait_for(
+            asyncio.gather(first, batcher.submit(_rows(10, 5), None)), timeout=delay_s / 3
+        )
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert forward.batches == [8]
+
+
 def test_a_batch_never_exceeds_the_max_rows() -> None:
     forward = RecordingForward()
 
@@ -377,11 +399,18 @@ def test_lone_requests_stop_paying_the_queue_delay(skip_unproductive_delay: bool
     assert asyncio.run(scenario()) is skip_unproductive_delay
 
 
-def test_a_probe_notices_traffic_picking_up() -> None:
+@pytest.mark.parametrize("poll_while_waiting", [True, False])
+def test_a_probe_notices_traffic_picking_up(poll_while_waiting: bool) -> None:
     forward = RecordingForward()
 
     async def scenario() -> None:
-        batcher = _batcher(forward, max_batch_size=64, max_queue_delay_s=0.3, probe_every=4)
+        batcher = _batcher(
+            forward,
+            max_batch_size=64,
+            max_queue_delay_s=0.3,
+            probe_every=4,
+            poll_while_waiting=poll_while_waiting,
+        )
         batcher.start()
         for start in range(3):  # lone requests: the first wait gathers nobody, then no waits
             await batcher.submit(_rows(start, 1), None)
