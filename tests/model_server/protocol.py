@@ -1,9 +1,12 @@
 """Helpers to build ModelInferRequests and read ModelInferResponses in tests."""
 
+import grpc
 import numpy as np
 
+from model_server import digits
 from model_server.datatypes import NUMPY_DTYPES
 from model_server.proto import grpc_service_pb2 as pb
+from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 
 _DATATYPES = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
 
@@ -62,3 +65,13 @@ def outputs(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
         )
         for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True)
     }
+
+
+def infer_labels(channel: grpc.Channel) -> np.ndarray:
+    """ModelInfer on digits over this channel: the predicted labels of three test images."""
+    pixels = digits.load_split().x_test[:3]
+    response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+        pixels_request(pixels, outputs=["label"]), timeout=30
+    )
+    assert response.model_name == "digits"
+    return outputs(response)["label"]

@@ -4,16 +4,15 @@ import logging
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from model_server import cli, digits
+from model_server import cli
 from model_server.proto import grpc_service_pb2 as pb
 from model_server.proto import grpc_service_pb2_grpc as pb_grpc
 from model_server.settings import ModelServerSettings
 from tests.conftest import Serve
-from tests.model_server.protocol import outputs, pixels_request
+from tests.model_server.protocol import infer_labels
 from tests.model_server.server_process import ServerProcess
 from tests.pki import Authority, KeyPair
 
@@ -39,16 +38,6 @@ def tls_channel(address: str, trusted: Path, client: KeyPair | None = None) -> g
         trusted.read_bytes(), **(client.client_credentials() if client else {})
     )
     return grpc.secure_channel(address, credentials)
-
-
-def infer_labels(channel: grpc.Channel) -> np.ndarray:
-    """ModelInfer on digits over this channel: the predicted labels of three test images."""
-    pixels = digits.load_split().x_test[:3]
-    response = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
-        pixels_request(pixels, outputs=["label"]), timeout=30
-    )
-    assert response.model_name == "digits"
-    return outputs(response)["label"]
 
 
 def refusal(channel: grpc.Channel) -> grpc.StatusCode:
