@@ -20,12 +20,15 @@ delay) keep the event loop polling instead of sleeping until a timer: on 2 vCPUs
 by each arrival answered 8% fewer calls at 8 concurrent callers (benchmarks/RESULTS.md).
 
 Telemetry: each request gets a queue-wait span (child of its request span) and the
-queue-duration metric; each batch gets one forward span, a child of the first request's
-span with a link to every request span in the batch, plus batch-size and forward-duration
-metrics. Metrics of the forward pass are recorded on the thread that ran it.
+queue-duration metric; each batch gets one forward span, a child of the first sampled
+request's span with a link to every request span in the batch, plus batch-size and
+forward-duration metrics. Metrics of the forward pass are recorded on the thread that ran it,
+in the batch's context (the forward span current). A request that leaves the queue past its
+deadline, refused by the worker or given up by its caller, counts as rejected (deadline).
 """
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -161,6 +164,10 @@ class DynamicBatcher:
             if pending.queued:
                 self._queue.remove(pending)
                 self._queued_rows -= rows
+                if deadline is not None and deadline <= time.monotonic():
+                    # gRPC cancels the handler when the client's deadline passes, so this, not
+                    # `_take_batch`, is where most expired requests leave the queue.
+                    telemetry.rejected.add(1, self._expired)
             raise
 
     async def close(self) -> None:
@@ -274,7 +281,7 @@ class DynamicBatcher:
         rows = sum(pending.rows for pending in batch)
         span = telemetry.tracer.start_span(
             FORWARD_SPAN,
-            _parent(batch[0].span_context),
+            _parent(_forward_parent(batch)),
             links=[Link(p.span_context) for p in batch if p.span_context.is_valid],
             attributes={
                 **self._attributes,
@@ -290,8 +297,13 @@ class DynamicBatcher:
                 if self._runs_inline():
                     outputs = self._observed_forward(inputs)
                 else:
+                    # A copy of the context, so the forward span is current on that thread too
+                    # and its log lines carry the trace (run_in_executor passes no context).
                     outputs = await loop.run_in_executor(
-                        self._executor, self._observed_forward, inputs
+                        self._executor,
+                        contextvars.copy_context().run,
+                        self._observed_forward,
+                        inputs,
                     )
             except Exception as exc:
                 span.record_exception(exc)
@@ -351,6 +363,16 @@ def _pass_cost(previous: float | None, seconds: float) -> float:
     if previous is None or seconds <= previous:
         return seconds
     return previous + _COST_RISE_WEIGHT * (seconds - previous)
+
+
+def _forward_parent(batch: list[_Pending]) -> SpanContext:
+    """The first sampled request's span context (else the first request's): with a parent-based
+    sampler the forward span is recorded when its parent was, so a sampled request behind an
+    unsampled one in the batch still gets its forward span."""
+    for pending in batch:
+        if pending.span_context.trace_flags.sampled:
+            return pending.span_context
+    return batch[0].span_context
 
 
 def _parent(span_context: SpanContext) -> Context:

@@ -32,6 +32,8 @@ DOC = Path(__file__).parents[1] / "docs" / "telemetry.md"
 SCOPE_LABELS = {"otel_scope_name", "otel_scope_version"}
 GPU_ON = "GPU metrics for"  # logged by otel.system_metrics when NVML finds devices
 MODEL_SERVER, GATEWAY = "model server", "gateway"
+#: Log fields only some lines have (inside a span; with an exception; with `stack_info`).
+CONDITIONAL_LOG_FIELDS = {"trace_id", "span_id", "exception", "stack"}
 
 
 def _table(section: str, service: str | None = None) -> list[dict[str, str]]:
@@ -107,7 +109,8 @@ def _scrape(port: int) -> str:
 
 def _assert_scrape_is_documented(body: str, log: list[str], service: str) -> None:
     """Both ways: every family in the scrape is a documented row of `service` (scope and
-    attributes too), every row is in the scrape; and every JSON log line has documented keys."""
+    attributes too), every row is in the scrape; every JSON log line has documented keys and
+    every key all lines have, and some line logged in a span carries its trace."""
     emitted: dict[str, tuple[str, set[str]]] = {}
     for family in text_string_to_metric_families(body):
         if family.name == "target_info":
@@ -129,10 +132,14 @@ def _assert_scrape_is_documented(body: str, log: list[str], service: str) -> Non
         assert emitted[name] == (scope, labels), name
 
     documented_fields = {row["field"] for row in _table("Log fields")}
+    always = documented_fields - CONDITIONAL_LOG_FIELDS
     json_lines = [line for line in log if line.startswith("{")]
     assert json_lines
     for line in json_lines:
-        assert set(json.loads(line)) <= documented_fields, line
+        fields = set(json.loads(line))
+        assert always <= fields <= documented_fields, line
+    in_span = [line for line in json_lines if {"trace_id", "span_id"} <= set(json.loads(line))]
+    assert in_span, "no log line carried the trace of the span it was logged in"
 
 
 def _otel_metrics(telemetry: TelemetryCapture, scope: str) -> dict[str, set[str]]:
@@ -224,7 +231,10 @@ def test_gateway_metrics_endpoint_matches_the_documented_metrics(
     repository_with_slow_model: Path, serve: Serve, tmp_path: Path
 ) -> None:
     server = serve(repository_with_slow_model)
-    process = GatewayProcess(tmp_path, "--backend", server.address)
+    # With its access log: one line logged inside each request's span.
+    process = GatewayProcess(
+        tmp_path, "--backend", server.address, env={"GATEWAY_ACCESS_LOG": "true"}
+    )
     try:
         _gateway_traffic(process.wait_ready())
         body = _scrape(process.metrics_port)

@@ -3,8 +3,9 @@
 For every call but the health checks it opens the server span, continuing the caller's W3C
 trace context from the call metadata; core errors become their gRPC status, a request whose
 bytes did not parse becomes INVALID_ARGUMENT, anything unexpected becomes INTERNAL with a
-generic message (the stack trace stays in the log). An observer that raises is logged and
-changes nothing else.
+generic message (the stack trace stays in the log). A handler gRPC cancelled is recorded as
+DEADLINE_EXCEEDED when the client's deadline had passed, else CANCELLED. An observer that raises
+is logged and changes nothing else.
 """
 
 import asyncio
@@ -95,7 +96,7 @@ def rpc(
             except InferenceError as exc:
                 code, message = GRPC_STATUS[exc.code], str(exc)
             except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
+                code = _cancelled_code(context)
                 raise
             except Exception as exc:
                 logger.exception("unexpected error in %s", method)
@@ -120,3 +121,11 @@ def rpc(
         return wrapper
 
     return decorate
+
+
+def _cancelled_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """Why gRPC cancelled the handler: the client's deadline passed, or the client went away."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED

@@ -18,6 +18,7 @@ from model_server.errors import (
     ModelNotReadyError,
     QueueFullError,
 )
+from otel.logs import trace_context
 from tests.telemetry_capture import TelemetryCapture
 
 
@@ -464,3 +465,27 @@ def test_a_backlog_behind_a_slow_pass_does_not_stop_the_waits() -> None:
     asyncio.run(scenario())
     assert sum(forward.batches) == 26
     assert forward.batches[-1] == 2  # the first of the two waited and the second joined it
+
+
+def test_a_pass_off_the_event_loop_runs_in_its_batchs_trace(telemetry: TelemetryCapture) -> None:
+    """What the inference thread logs (the model, the batch observer) carries the forward span."""
+    forward = RecordingForward()
+    seen: list[tuple[threading.Thread, dict[str, str]]] = []
+
+    def observe(inputs: Sequence[np.ndarray], outputs: list[np.ndarray]) -> None:
+        seen.append((threading.current_thread(), trace_context()))
+
+    async def scenario() -> None:
+        batcher = _batcher(forward, observe_batch=observe, inline_forward_max_s=0.0)
+        batcher.start()
+        await batcher.submit(_rows(0, 1), None)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    (forward_span,) = [s for s in telemetry.finished_spans() if s.name == "infer.forward"]
+    ((thread, context),) = seen
+    assert thread is not threading.main_thread()
+    assert context == {
+        "trace_id": f"{forward_span.context.trace_id:032x}",
+        "span_id": f"{forward_span.context.span_id:016x}",
+    }

@@ -11,7 +11,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from model_server.proto import grpc_service_pb2 as pb
 from tests.conftest import Serve, ServerThread, wait_until
-from tests.model_server.protocol import pixels_request, probe_request, raw_request
+from tests.model_server.protocol import outputs, pixels_request, probe_request, raw_request
 from tests.model_server.test_models import probe_config, write_probe, write_softmax
 from tests.telemetry_capture import TelemetryCapture
 
@@ -80,6 +80,31 @@ def test_one_forward_span_links_every_request_of_its_batch(
     assert sorted(linked) == sorted(requests)
     assert sum(span.attributes["inferwatch.batch.size"] for span in forwards) == 8  # type: ignore[index, misc]
     assert len(forwards) < 4  # at least two requests shared a forward pass
+
+
+def test_a_sampled_request_behind_an_unsampled_one_keeps_its_forward_span(
+    server: ServerThread, telemetry: TelemetryCapture
+) -> None:
+    unsampled_trace, sampled_trace = "1" * 32, "2" * 32
+    first = server.stub.ModelInfer.future(
+        probe_request(ROW4, "slow"),
+        metadata=(("traceparent", f"00-{unsampled_trace}-{PARENT_ID}-00"),),
+    )
+    wait_until(lambda: server.server.repository.resolve("slow", "").batcher.queue_depth == 1)  # type: ignore[union-attr]
+    second = server.stub.ModelInfer.future(
+        probe_request(ROW4, "slow"),
+        metadata=(("traceparent", f"00-{sampled_trace}-{PARENT_ID}-01"),),
+    )
+    assert int(outputs(first.result(timeout=10))["batch"][0]) == 2  # one batch for both
+    second.result(timeout=10)
+
+    spans = telemetry.finished_spans()
+    assert {f"{span.context.trace_id:032x}" for span in spans} == {sampled_trace}
+    (root,) = _named(spans, INFER_SPAN)
+    (forward,) = _named(spans, "infer.forward")
+    assert forward.parent is not None
+    assert forward.parent.span_id == root.context.span_id
+    assert len(forward.links) == 2  # the unsampled request is linked too
 
 
 def test_client_errors_are_not_span_errors_but_server_faults_are(

@@ -96,6 +96,28 @@ def test_span_histogram_and_log_arrive_correlated(
     ]
 
 
+def test_shutdown_exports_the_spans_and_logs_still_waiting(
+    receiver: Receiver, make_telemetry: MakeTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("OTEL_BSP_SCHEDULE_DELAY", "OTEL_BLRP_SCHEDULE_DELAY"):
+        monkeypatch.setenv(variable, "600000")  # no scheduled export within the test
+    telemetry = make_telemetry()
+    tracer = telemetry.tracer_provider.get_tracer("tests.otel")
+    with tracer.start_as_current_span("last words") as span:  # fewer than a group to encode
+        logging.getLogger("tests.otel").warning("shutting down")
+    trace_id = span.get_span_context().trace_id.to_bytes(16, "big")
+
+    telemetry.shutdown()
+
+    received = receiver.received
+    received.wait_for(lambda r: r.spans() and r.log_records())
+    assert [exported.trace_id for _, exported in received.spans()] == [trace_id]
+    [record] = [
+        rec for _, rec in received.log_records() if rec.body.string_value == "shutting down"
+    ]
+    assert record.trace_id == trace_id
+
+
 def test_without_endpoint_nothing_is_exported() -> None:
     assert (otlp.span_exporter(), otlp.metric_exporter(), otlp.log_exporter()) == (None, None, None)
 
