@@ -12,10 +12,12 @@ INSTALLED := $(VENV)/.installed
 setup: $(INSTALLED)
 
 # torch==2.13.0 first: the CPU wheel is on local disk, any looser spec pulls a multi-GB CUDA build.
+# Elsewhere: TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
+TORCH_PIP_ARGS ?=
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q $(TORCH_PIP_ARGS) torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 

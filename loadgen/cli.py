@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -35,22 +36,43 @@ from loadgen.transports import GrpcTransport, HttpTransport, Transport
 from model_server import digits
 
 
+def _number(text: str) -> float:
+    """A finite number: inf would never end a schedule, NaN compares false with everything."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
 def _ratio(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text} is not a ratio from 0 to 1")
     return value
 
 
 def _positive(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not above 0")
     return value
 
 
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is below 0")
+    return value
+
+
 def _count(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
     return value
@@ -58,8 +80,8 @@ def _count(text: str) -> int:
 
 def _burst(text: str) -> Burst:
     try:
-        factor, length, every = (float(part) for part in text.split(":"))
-    except ValueError:
+        factor, length, every = (_number(part) for part in text.split(":"))
+    except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not FACTOR:SECONDS:EVERY, e.g. 4:2:10"
         ) from None
@@ -99,7 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     amount.add_argument("--requests", type=_count, help="send this many requests, then stop")
     parser.add_argument(
-        "--warmup", type=float, default=0.0, help="seconds of load before measuring (default 0)"
+        "--warmup",
+        type=_non_negative,
+        default=0.0,
+        help="seconds of load before measuring (default 0)",
     )
     parser.add_argument(
         "--drift", choices=sorted(SHIFTS), default="none", help="shift the inputs (default none)"
@@ -147,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--wait-ready",
-        type=float,
+        type=_non_negative,
         default=10.0,
         help="seconds to wait for the model to be ready before starting (default 10)",
     )
@@ -161,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--label-delay",
-        type=float,
+        type=_non_negative,
         default=5.0,
         metavar="SECONDS",
         help="seconds from an answer to its label (default 5); labels still due when the load "
@@ -192,16 +217,14 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Plan, payloads.M
     target = urlsplit(args.target)
     if target.scheme not in ("grpc", "http") or not target.hostname or not _has_port(target):
         parser.error(f"--target: {args.target!r} is not grpc://HOST:PORT or http://HOST:PORT")
-    if args.warmup < 0:
-        parser.error(f"--warmup: {args.warmup} is below 0")
     if args.warmup and args.requests is not None:
         parser.error("--warmup: works with --duration only, not --requests")
-    if args.label_delay < 0:
-        parser.error(f"--label-delay: {args.label_delay} is below 0")
     if args.wrong_labels and not args.label_ratio:
         parser.error("--wrong-labels: needs --label-ratio above 0")
     if not 0 <= args.fault_delay <= 60_000:
         parser.error(f"--fault-delay: {args.fault_delay} is not from 0 to 60000 ms")
+    if args.json is not None:
+        _check_writable(parser, args.json)
     args.headers = _auth_headers(parser, args.api_key_env)
     mix = payloads.Mix(
         malformed=args.malformed_ratio,
@@ -226,6 +249,18 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, Plan, payloads.M
         seed=args.seed,
     )
     return args, plan, mix
+
+
+def _check_writable(parser: argparse.ArgumentParser, path: Path) -> None:
+    """Refuses a `--json` path that could not be written, before the load rather than after."""
+    if path.is_dir():
+        parser.error(f"--json: {path} is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--json: cannot create {path.parent}: {error.strerror}")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"--json: {path} is not writable")
 
 
 def _auth_headers(parser: argparse.ArgumentParser, variable: str | None) -> dict[str, str]:
@@ -296,7 +331,11 @@ async def _run(args: argparse.Namespace, plan: Plan, body_set: payloads.Payloads
         await transport.close()
     print(report.table(result), flush=True)
     if args.json is not None:
-        _write_json(args.json, result)
+        try:
+            _write_json(args.json, result)
+        except OSError as error:  # checked at the start; it can still change meanwhile
+            print(f"--json: could not write {args.json}: {error.strerror}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -324,8 +363,9 @@ def _write_json(path: Path, result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the load; 0 when it ran (errors are results), 1 when the target was not ready,
-    130 when interrupted before the load started."""
+    """Run the load; 0 when it ran (errors are results), 1 when the target was not ready or the
+    summary could not be written to `--json` (it is printed all the same), 130 when interrupted
+    before the load started."""
     try:
         return _main(argv)
     except KeyboardInterrupt:

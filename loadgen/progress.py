@@ -1,5 +1,5 @@
-"""The live progress line: elapsed time, rate, p99 and errors of the last interval, redrawn in
-place on a terminal."""
+"""The live progress line: a bar of the way to the duration or the request count, the rate, p99
+and errors of the last interval, redrawn in place on a terminal."""
 
 import asyncio
 import time
@@ -9,6 +9,7 @@ from loadgen.recorder import Recorder, percentiles_ms
 from loadgen.runner import Run
 
 INTERVAL_S = 0.5
+BAR_WIDTH = 20
 
 
 async def show(run: Run, recorder: Recorder, stream: TextIO) -> None:
@@ -23,9 +24,14 @@ async def show(run: Run, recorder: Recorder, stream: TextIO) -> None:
             window = recorder.take_window()
             done = len(window.latencies) + window.errors
             p99 = percentiles_ms(window.latencies).get("p99")
-            elapsed = f"{run.elapsed_s:6.1f}" + (f"/{total:.0f} s" if total else " s")
+            if run.plan.requests:
+                fraction = recorder.total / run.plan.requests
+                where = f"{recorder.total:,}/{run.plan.requests:,} requests"
+            else:
+                fraction = run.elapsed_s / total if total else 0.0
+                where = f"{run.elapsed_s:6.1f}" + (f"/{total:.0f} s" if total else " s")
             line = (
-                f"{elapsed}  {done / (now - last):8,.0f} req/s  "
+                f"{_bar(fraction)} {where}  {done / (now - last):8,.0f} req/s  "
                 f"p99 {'-' if p99 is None else f'{p99:.2f}'} ms  "
                 f"errors {recorder.errors:,} ({_share(recorder.errors, recorder.total)})"
             )
@@ -39,3 +45,9 @@ async def show(run: Run, recorder: Recorder, stream: TextIO) -> None:
 
 def _share(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "0%"
+
+
+def _bar(fraction: float) -> str:
+    """`[#####...............]` for `fraction` of the way (clamped to 0..1)."""
+    filled = round(BAR_WIDTH * min(max(fraction, 0.0), 1.0))
+    return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}]"

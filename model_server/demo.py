@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -159,12 +160,24 @@ def _start(run_dir: Path, ports: Ports, monitoring: bool, children: list[Child])
             "--cluster.listen-address=",
         ]
         children.append(Child("alertmanager", argv, run_dir, env))
-    if monitoring and not (prometheus and alertmanager):
-        print(
-            "(no local Prometheus/Alertmanager: apt-get install prometheus prometheus-alertmanager)"
+    missing = [
+        package
+        for package, found in (
+            ("prometheus", prometheus),
+            ("prometheus-alertmanager", alertmanager),
         )
+        if not found
+    ]
+    if monitoring and missing:
+        names = " ".join(missing)
+        print(f"(not started, not installed: {names}; apt-get install {names})")
     for child in children:
         print(f"started {child.name} (pid {child.process.pid}), log {child.log_path}", flush=True)
+
+
+class StartupFailedError(Exception):
+    """A child exited, or the services were not ready in time. Raised in a task as an ordinary
+    exception: a SystemExit raised there would escape the event loop unretrieved."""
 
 
 def _http_ok(url: str) -> bool:
@@ -184,7 +197,7 @@ async def _wait_ready(
     while True:
         for child in children:
             if not child.running():
-                raise SystemExit(
+                raise StartupFailedError(
                     f"{child.name} exited with code {child.process.returncode}; "
                     f"see {child.log_path}"
                 )
@@ -200,7 +213,7 @@ async def _wait_ready(
         ):
             return
         if time.monotonic() > deadline:
-            raise SystemExit(
+            raise StartupFailedError(
                 f"not ready after {READY_TIMEOUT_S:.0f} s; logs in {children[0].log_path.parent}"
             )
         await asyncio.sleep(0.5)
@@ -298,9 +311,13 @@ async def _drift_line(channel: grpc.aio.Channel) -> str:
     except grpc.aio.AioRpcError as error:
         return f"drift    unavailable: {error.details()}"
     report = json.loads(answer.report_json)
+    window = f"window {report['window']['rows']} rows"
+    score = report.get("score")
+    if score is None:  # too few rows yet for any statistic
+        return f"drift    {report['status']}  {window}"
     return (
-        f"drift    {report['status']}  score {report['score']:.2f}  "
-        f"drifted features {report['drifted_features']}  window {report['window']['rows']} rows"
+        f"drift    {report['status']}  score {score:.2f}  "
+        f"drifted features {report['drifted_features']}  {window}"
     )
 
 
@@ -358,7 +375,10 @@ async def _demo(
         if not ready.done():
             ready.cancel()
             return
-        ready.result()
+        try:
+            ready.result()
+        except StartupFailedError as error:
+            raise SystemExit(str(error)) from None
         first = {
             "grpc": bodies["gRPC"].bodies[payloads.Kind.CLEAN][0],
             "rest": bodies["gateway"].bodies[payloads.Kind.CLEAN][0],
@@ -461,6 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument("--alertmanager-port", type=int, default=9093)
     args = parser.parse_args(argv)
+    for option in ("rate", "duration", "label_ratio", "label_delay"):
+        value = getattr(args, option)
+        if value is not None and not math.isfinite(value):
+            parser.error(f"--{option.replace('_', '-')}: {value} is not a finite number")
+    if args.duration is not None and args.duration <= 0:
+        parser.error(f"--duration: {args.duration} is not above 0")
     if args.rate <= 0:
         parser.error(f"--rate: {args.rate} is not above 0")
     if not 0 <= args.label_ratio <= 1:

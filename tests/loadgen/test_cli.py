@@ -1,5 +1,7 @@
 """Bad arguments stop the start with exit code 2 and a message naming the option."""
 
+from pathlib import Path
+
 import pytest
 
 from loadgen.cli import main
@@ -32,7 +34,15 @@ from tests.otel.support import free_port
         ),
         (["--drift", "sideways"], "--drift: invalid choice: 'sideways'"),
         (["--label-ratio", "2"], "--label-ratio: 2 is not a ratio from 0 to 1"),
-        (["--label-ratio", "0.3", "--label-delay", "-1"], "--label-delay: -1.0 is below 0"),
+        (["--label-ratio", "0.3", "--label-delay", "-1"], "--label-delay: -1 is below 0"),
+        (["--concurrency", "abc"], "--concurrency: 'abc' is not a whole number"),
+        (["--rate", "inf"], "--rate: inf is not a finite number"),
+        (["--rate", "fast"], "--rate: 'fast' is not a number"),
+        (["--duration", "1", "--warmup", "nan"], "--warmup: nan is not a finite number"),
+        (["--timeout", "inf"], "--timeout: inf is not a finite number"),
+        (["--wait-ready", "-2"], "--wait-ready: -2 is below 0"),
+        (["--label-ratio", "0.3", "--label-delay", "nan"], "--label-delay: nan is not a finite"),
+        (["--burst", "inf:1:2"], "--burst: 'inf:1:2' is not FACTOR:SECONDS:EVERY"),
         (["--wrong-labels"], "--wrong-labels: needs --label-ratio above 0"),
         (
             ["--api-key-env", "NO_SUCH_VARIABLE_4711"],
@@ -70,3 +80,19 @@ def test_a_key_a_header_cannot_carry_is_refused_without_showing_it(
     error = capsys.readouterr().err
     assert "--api-key-env: the key in LOAD_API_KEY holds a character a header cannot carry" in error
     assert "secret-4711" not in error
+
+
+def test_a_json_path_that_cannot_be_written_is_refused_before_the_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("", encoding="utf-8")
+    for path, message in (
+        (tmp_path, f"--json: {tmp_path} is a directory"),
+        (blocker / "out.json", f"--json: cannot create {blocker}"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            main(["--target", f"grpc://127.0.0.1:{free_port()}", "--json", str(path)])
+
+        assert stopped.value.code == 2
+        assert message in capsys.readouterr().err

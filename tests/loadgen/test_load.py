@@ -122,6 +122,17 @@ def test_duration_with_warmup_and_bursts(faulty: ServerThread, tmp_path: Path) -
     assert bursty["throughput_rps"] == pytest.approx(bursty["requests"] / 2.0)
 
 
+def test_a_closed_loop_burst_adds_clients(faulty: ServerThread, tmp_path: Path) -> None:
+    # Each call waits 100 ms in the server, so a client makes about 10 calls a second.
+    paced = ("--concurrency", "2", "--duration", "2", "--fault-delay", "100")
+    steady = _load(tmp_path, f"grpc://{faulty.address}", *paced)
+    bursty = _load(tmp_path, f"grpc://{faulty.address}", *paced, "--burst", "4:1:2")
+
+    # 2 clients for 2 s: about 40 calls; the burst's second has 8 clients: about 100.
+    assert steady["requests"] <= 44
+    assert bursty["requests"] >= 1.8 * steady["requests"]
+
+
 def test_answers_after_the_window_are_recorded(faulty: ServerThread, tmp_path: Path) -> None:
     target = f"grpc://{faulty.address}"
     # Each client's first answer comes 1 s in, after the 0.5 s window.

@@ -2,11 +2,14 @@
 
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import Serve, wait_until
 from tests.telemetry_capture import TelemetryCapture
@@ -16,11 +19,17 @@ def _command(address: str, *argv: str) -> list[str]:
     return [sys.executable, "-m", "loadgen", "--target", f"grpc://{address}", *argv]
 
 
-def test_progress_line_on_a_terminal(repository: Path, serve: Serve) -> None:
+@pytest.mark.parametrize(
+    ("amount", "goal"),
+    [(("--duration", "2"), r"\d+\.\d/2 s"), (("--requests", "3000"), r"[\d,]+/3,000 requests")],
+)
+def test_progress_line_on_a_terminal(
+    repository: Path, serve: Serve, amount: tuple[str, str], goal: str
+) -> None:
     server = serve(repository)
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        _command(server.address, "--concurrency", "2", "--duration", "2"),
+        _command(server.address, "--concurrency", "2", *amount),
         stdout=subprocess.PIPE,
         stderr=terminal,
         text=True,
@@ -40,8 +49,9 @@ def test_progress_line_on_a_terminal(repository: Path, serve: Serve) -> None:
 
     assert process.returncode == 0
     lines = [line for line in screen.decode().split("\r") if line.strip()]
-    assert len(lines) >= 3  # redrawn in place
-    assert "/2 s" in lines[-1]
+    assert len(lines) >= 2  # redrawn in place
+    assert re.match(rf"\[[#.]{{20}}\] +{goal}  ", lines[-1]), lines[-1]
+    assert re.match(r"\[#+\.*\]", lines[-1])  # the bar has moved
     assert "req/s  p99" in lines[-1]
     assert "errors 0 (0.0%)" in lines[-1]
     assert "closed loop, concurrency 2" in stdout

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,11 +27,15 @@ _TRACE = re.compile(r"its logs:   grep ([0-9a-f]{32}) (\S+)")
 class Demo:
     """`python -m model_server.demo` on free ports in `tmp_path`, its output kept in `lines`."""
 
-    def __init__(self, tmp_path: Path, repository: Path, *args: str) -> None:
+    def __init__(
+        self, tmp_path: Path, repository: Path, *args: str, gateway_port: int | None = None
+    ) -> None:
         self.ports = {
             name: free_port()
             for name in ("grpc", "gateway", "server_metrics", "gateway_metrics", "prom", "am")
         }
+        if gateway_port is not None:
+            self.ports["gateway"] = gateway_port
         self.run_dir = tmp_path / "run"
         self.lines: list[str] = []
         env = {
@@ -129,6 +134,43 @@ def test_runs_for_a_duration_and_says_where_to_look(tmp_path: Path, repository: 
     assert traced[0]["message"].startswith("POST /v2/models/digits/infer 200")
     assert "prometheus" not in demo.children()
     _assert_everything_stopped(demo, {"model-server", "gateway"})
+
+
+def test_trains_the_default_model_and_reports_sparse_traffic(tmp_path: Path) -> None:
+    """An empty repository gets the digits model; at 2 requests a second the drift window
+    stays too small for a score all run long, and the status lines say so."""
+    repository = tmp_path / "models"
+    demo = Demo(tmp_path, repository, *("--duration", "6", "--no-monitoring", "--rate", "2"))
+    try:
+        assert demo.wait(180) == 0, demo.output
+    finally:
+        demo.kill()
+
+    assert (repository / "digits" / "1" / "model.pt").is_file()
+    assert re.search(r"drift    insufficient_data  window \d+ rows", demo.output), demo.output
+    assert "Traceback" not in demo.output
+    _assert_everything_stopped(demo, {"model-server", "gateway"})
+
+
+def test_a_child_that_cannot_start_is_named_without_a_traceback(
+    tmp_path: Path, repository: Path
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        demo = Demo(tmp_path, repository, "--no-monitoring", gateway_port=taken.getsockname()[1])
+        try:
+            code = demo.wait(180)
+        finally:
+            demo.kill()
+
+    assert code == 1, demo.output
+    assert f"gateway exited with code 3; see {demo.run_dir / 'gateway.log'}" in demo.output
+    assert "Traceback" not in demo.output
+    _assert_everything_stopped_after_a_failure(demo)
+
+
+def _assert_everything_stopped_after_a_failure(demo: Demo) -> None:
+    for name, pid in demo.children().items():
+        assert not psutil.pid_exists(pid), f"{name} (pid {pid}) still runs"
 
 
 @pytest.fixture
