@@ -36,8 +36,9 @@ Parameter = Annotated[
 Parameters = dict[str, Parameter]
 TensorElements = Annotated[list[Any], PlainValidator(_array, json_schema_input_type=TensorData)]
 """Tensor data as sent: any array; `gateway.converters` checks its elements."""
-Dimension = Annotated[int, Field(ge=0, le=2**63 - 1)]
-"""A dimension of an input tensor (int64 on the wire to the model server)."""
+Dimension = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
+"""A dimension of an input tensor (int64 on the wire to the model server): a JSON integer, not
+`true`, `"1"` or `1.0`, as strict as the tensor data."""
 
 
 class _Strict(BaseModel):

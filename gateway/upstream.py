@@ -168,7 +168,7 @@ class Backend:
                 timeout=timeout_s,
                 metadata=call.metadata,
             )
-            call.model = (name, str(json.loads(response.report_json).get("version", version)))
+            call.model = (name, _reported_version(response.report_json, version))
             return response.report_json
 
     async def feedback(
@@ -307,3 +307,15 @@ class Backend:
         elif not reachable and self._reachable:
             logger.warning("model server %s unreachable: %s", self.address, details)
         self._reachable = reachable
+
+
+def _reported_version(report_json: str, asked: str) -> str:
+    """The version a drift report is about; a report that is not a JSON object is the model
+    server's fault (502), not ours (500)."""
+    try:
+        report = json.loads(report_json)
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        raise BadGatewayError("model server answered a drift report that is not a JSON object")
+    return str(report.get("version", asked))

@@ -109,9 +109,11 @@ def _input_tensor(
             ) from None
     try:
         data = flat.reshape(shape)
-    except ValueError as exc:  # e.g. [2**62, 0]: no elements, yet too big for numpy
+    except ValueError:  # e.g. [2**62, 0]: no elements, yet too big for numpy
         raise InvalidInputError(
-            f"{_field(index, tensor)}: shape {echo(shape)} is not a possible tensor: {exc}"
+            f"{_field(index, tensor)}: shape {echo(shape)} is not a possible tensor: its "
+            f"nonzero dimensions times the {dtype.itemsize}-byte element exceed the largest "
+            f"array ({np.iinfo(np.intp).max} bytes)"
         ) from None
     return Tensor(tensor.name, tensor.datatype, data)
 

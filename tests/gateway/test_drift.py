@@ -2,6 +2,10 @@
 
 from pathlib import Path
 
+import pytest
+
+from gateway.errors import BadGatewayError
+from gateway.upstream import _reported_version
 from model_server import digits
 from tests.conftest import Serve
 from tests.gateway.conftest import StartGateway, client, infer_body
@@ -36,3 +40,16 @@ def test_drift_report_through_the_gateway(
         no_reference = http.get("/v2/models/probe/drift")
         assert no_reference.status_code == 404
         assert "no drift reference" in no_reference.json()["error"]
+
+
+@pytest.mark.parametrize("report_json", ["", "not json", "[1, 2]", '"drift"'])
+def test_a_drift_report_that_is_not_a_json_object_is_the_model_servers_fault(
+    report_json: str,
+) -> None:
+    with pytest.raises(BadGatewayError, match="drift report that is not a JSON object"):
+        _reported_version(report_json, "1")
+
+
+def test_a_drift_report_names_its_version() -> None:
+    assert _reported_version('{"version": 2, "status": "ok"}', "") == "2"
+    assert _reported_version('{"status": "ok"}', "3") == "3"

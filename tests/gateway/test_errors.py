@@ -87,6 +87,17 @@ def no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         (_digits([0.0] * 64, datatype="BYTES"), "inputs[0].datatype: 'BYTES' is not supported"),
         (_digits([0.0] * 64, [-1, 64]), "inputs[0].shape[0]: Input should be greater than"),
         (_digits([], [0, 2**70]), "inputs[0].shape[1]: Input should be less than or equal to"),
+        *(  # a dimension is a JSON integer, as strict as the data
+            (
+                {
+                    "inputs": [
+                        {"name": "pixels", "shape": [dim, 64], "datatype": "FP32", "data": []}
+                    ]
+                },
+                "inputs[0].shape[0]: Input should be a valid integer",
+            )
+            for dim in (True, "1", 1.0)
+        ),
         (_digits(7), "inputs[0].data: Value error, must be an array"),
         (
             {"inputs": [{"name": "pixels", "shape": [1], "datatype": "FP32", "dat": [1.0]}]},

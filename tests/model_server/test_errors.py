@@ -156,7 +156,9 @@ BAD_REQUESTS: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = {
     "no elements, yet too big for an array (raw)": (
         _with_raw(Tensor(name="pixels", datatype="FP32", shape=[2**62, 0]), b""),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "inputs[0] ('pixels'): shape [4611686018427387904, 0] is not a possible tensor",
+        "inputs[0] ('pixels'): shape [4611686018427387904, 0] is not a possible tensor: its "
+        "nonzero dimensions times the 4-byte element exceed the largest array "
+        "(9223372036854775807 bytes)",
     ),
     "no elements, yet too big for an array (contents)": (
         _request(
@@ -170,7 +172,9 @@ BAD_REQUESTS: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = {
             ]
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "inputs[0] ('pixels'): shape [4611686018427387904, 0] is not a possible tensor",
+        "inputs[0] ('pixels'): shape [4611686018427387904, 0] is not a possible tensor: its "
+        "nonzero dimensions times the 4-byte element exceed the largest array "
+        "(9223372036854775807 bytes)",
     ),
     "more dimensions than numpy takes": (
         _with_raw(Tensor(name="pixels", datatype="FP32", shape=[1] * 5_000), ROW.tobytes()[:4]),
