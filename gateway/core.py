@@ -119,7 +119,8 @@ class GatewayCore:
     ) -> Answer:
         """The first answer of the candidates that is neither UNAVAILABLE nor NOT_FOUND, within
         the deadline: the client's timeout, at most the configured request timeout. When every
-        candidate fails so, UNAVAILABLE wins: the model server that was down may have the model.
+        candidate fails so, UNAVAILABLE wins: the model server that was down may have the model
+        (the message says the others do not).
         """
         deadline = time.monotonic() + min(timeout_s or math.inf, self._max_timeout_s)
         unavailable: UnavailableError | None = None
@@ -135,6 +136,11 @@ class GatewayCore:
                 unavailable = error
             except NotFoundError as error:
                 not_found = error
+        if unavailable is not None and not_found is not None:
+            raise UnavailableError(
+                f"{unavailable}. It may have the model; the model servers that answered do not "
+                f"({not_found})"
+            )
         failure = unavailable or not_found
         assert failure is not None  # candidates are never empty
         raise failure

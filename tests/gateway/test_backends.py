@@ -111,5 +111,8 @@ def test_a_model_whose_model_server_is_down_is_503_not_404(
     for answer in answers:
         assert (answer.status_code, answer.json()) == (
             503,
-            {"error": "model server unreachable; retry later"},
+            {
+                "error": "model server unreachable; retry later. It may have the model; the "
+                "model servers that answered do not (model 'digits' is not in the repository)"
+            },
         )
