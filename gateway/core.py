@@ -90,8 +90,11 @@ class GatewayCore:
 
     async def feedback(self, request: mon_pb.FeedbackRequest, timeout_s: float | None) -> Merged:
         """True labels for earlier predictions, sent to every model server (any of them may
-        have made a prediction), their answers merged per item (`gateway.feedback`)."""
+        have made a prediction), their answers merged per item (`gateway.feedback`). With more
+        than one, each is told so (`fan_out`): an id it does not keep is not its failure to
+        count; the gateway counts the merged answers."""
         timeout = min(timeout_s or math.inf, self._max_timeout_s)
+        request.fan_out = len(self.pool.backends) > 1
         answers = await asyncio.gather(
             *(backend.feedback(request, timeout) for backend in self.pool.backends),
             return_exceptions=True,

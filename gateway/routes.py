@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from gateway import telemetry
 from gateway.converters import (
     feedback_request_to_pb,
     feedback_response_to_body,
@@ -341,7 +342,11 @@ def model_router(core: GatewayCore, *, max_body_bytes: int) -> APIRouter:
         name: str, version: str, body: bytes, timeout_s: float | None
     ) -> FeedbackResponse:
         request = feedback_request_to_pb(name, version, body)
-        return feedback_response_to_body(request, await core.feedback(request, timeout_s))
+        response = feedback_response_to_body(request, await core.feedback(request, timeout_s))
+        telemetry.record_feedback(
+            core.known.attributes(name, ""), (item.result for item in response.results)
+        )
+        return response
 
     @router.post(
         "/v2/models/{model_name}/feedback",

@@ -5,7 +5,8 @@ from the settings; model names and versions only once a model server has confirm
 traffic split names them (`KnownModels`), otherwise `_unknown` and no version.
 """
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 from opentelemetry import metrics, trace
 
@@ -17,6 +18,7 @@ from otel.attributes import STATUS as STATUS
 from otel.attributes import UNKNOWN_MODEL as UNKNOWN_MODEL
 
 SCOPE = "gateway"
+RESULT = "result"
 
 BACKEND = "backend"
 RPC_METHOD = "rpc.method"
@@ -41,6 +43,18 @@ routed = _meter.create_counter(
     unit="{request}",
     description="Inference requests sent to the model servers, by model, version and status.",
 )
+feedback_items = _meter.create_counter(
+    "inferwatch.gateway.feedback.items",
+    unit="{item}",
+    description="Feedback items answered by the gateway, by model and result merged over the "
+    "model servers (ok, unknown_id, unavailable, ...).",
+)
+
+
+def record_feedback(model: Mapping[str, str], results: Iterable[str]) -> None:
+    """The merged results of one feedback request, counted per result."""
+    for result, count in Counter(results).items():
+        feedback_items.add(count, {**model, RESULT: result})
 
 
 class KnownModels:

@@ -124,9 +124,12 @@ class InferenceCore:
             ],
         )
 
-    async def feedback(self, name: str, version: str, items: list[FeedbackItem]) -> list[Outcome]:
+    async def feedback(
+        self, name: str, version: str, items: list[FeedbackItem], *, fan_out: bool = False
+    ) -> list[Outcome]:
         """True labels for earlier predictions of a model (of one version, when named), by
-        response id: one outcome per item (see `monitoring.feedback.join`)."""
+        response id: one outcome per item (see `monitoring.feedback.join`). `fan_out`: the same
+        request went to other model servers too (see `FeedbackHub.apply`)."""
         versions = self._repository.versions(name)
         if version:
             number = parse_version(version)
@@ -137,4 +140,4 @@ class InferenceCore:
             raise ModelNotFoundError(
                 "feedback is off on this server (MODEL_SERVER_FEEDBACK_MAX_PREDICTIONS=0)"
             )
-        return await self._feedback.apply(name, version, items)
+        return await self._feedback.apply(name, version, items, fan_out=fan_out)

@@ -27,6 +27,7 @@ from monitoring.feedback import (
     MAX_ITEMS,
     NO_PREDICTION,
     FeedbackItem,
+    FeedbackResult,
     ItemOutcome,
     ModelKey,
     PredictionStore,
@@ -121,11 +122,14 @@ class FeedbackHub:
             window = self._windows[key] = QualityWindow(config.labels, window_s=self._window_s)
         return PredictionRecorder(self.store, key, config.output_index(output), window)
 
-    async def apply(self, name: str, version: str, items: Sequence[FeedbackItem]) -> list[Outcome]:
+    async def apply(
+        self, name: str, version: str, items: Sequence[FeedbackItem], *, fan_out: bool = False
+    ) -> list[Outcome]:
         """Join true labels to predictions of model `name` (and `version`, "" for any): one
         outcome per item. Refused as a whole only when there are no items or too many, or the
         model keeps no predictions. Works through the items in chunks, letting the event loop
-        answer inference requests in between."""
+        answer inference requests in between. With `fan_out` (a gateway asked every model
+        server) an unknown id is answered but not counted: another server may keep it."""
         if not 1 <= len(items) <= MAX_ITEMS:
             raise InvalidInputError(f"items: {len(items)} given; send 1 to {MAX_ITEMS}")
         if not any(n == name and version in ("", v) for n, v in self._windows):
@@ -149,7 +153,8 @@ class FeedbackHub:
                     )
             outcomes += joined
         for result, count in Counter(outcome.result for outcome in outcomes).items():
-            telemetry.feedback_items.add(count, telemetry.feedback_attributes(name, result))
+            if not (fan_out and result == FeedbackResult.UNKNOWN_ID):
+                telemetry.feedback_items.add(count, telemetry.feedback_attributes(name, result))
         _link_predictions(trace.get_current_span(), outcomes)
         self.evaluate()
         return outcomes

@@ -31,6 +31,6 @@ class MonitoringServicer(pb_grpc.ModelMonitoringServicer):
         self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.FeedbackResponse:
         outcomes = await self.core.feedback(
-            request.name, request.version, feedback_items_from_pb(request)
+            request.name, request.version, feedback_items_from_pb(request), fan_out=request.fan_out
         )
         return feedback_response_to_pb(outcomes)

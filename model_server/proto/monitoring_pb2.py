@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#model_server/proto/monitoring.proto\x12\x18inferwatch.monitoring.v1\"2\n\x11ModelDriftRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\")\n\x12ModelDriftResponse\x12\x13\n\x0breport_json\x18\x01 \x01(\t\"g\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x35\n\x05items\x18\x03 \x03(\x0b\x32&.inferwatch.monitoring.v1.FeedbackItem\"6\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0b\n\x03row\x18\x03 \x01(\r\"\xc6\x01\n\x12\x46\x65\x65\x64\x62\x61\x63kItemResult\x12\x38\n\x06result\x18\x01 \x01(\x0e\x32(.inferwatch.monitoring.v1.FeedbackResult\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x17\n\x0fpredicted_label\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x0f\n\x07\x63orrect\x18\x06 \x01(\x08\x12\x10\n\x08trace_id\x18\x07 \x01(\t\"Q\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12=\n\x07results\x18\x01 \x03(\x0b\x32,.inferwatch.monitoring.v1.FeedbackItemResult*\xa7\x02\n\x0e\x46\x65\x65\x64\x62\x61\x63kResult\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_RESULT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46\x45\x45\x44\x42\x41\x43K_RESULT_OK\x10\x01\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_RESULT_UNKNOWN_ID\x10\x02\x12\x1b\n\x17\x46\x45\x45\x44\x42\x41\x43K_RESULT_EXPIRED\x10\x03\x12\x1b\n\x17\x46\x45\x45\x44\x42\x41\x43K_RESULT_EVICTED\x10\x04\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_RESULT_OTHER_MODEL\x10\x05\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_RESULT_INVALID_ROW\x10\x06\x12!\n\x1d\x46\x45\x45\x44\x42\x41\x43K_RESULT_INVALID_LABEL\x10\x07\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_RESULT_DUPLICATE\x10\x08\x32\xe1\x01\n\x0fModelMonitoring\x12i\n\nModelDrift\x12+.inferwatch.monitoring.v1.ModelDriftRequest\x1a,.inferwatch.monitoring.v1.ModelDriftResponse\"\x00\x12\x63\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12).inferwatch.monitoring.v1.FeedbackRequest\x1a*.inferwatch.monitoring.v1.FeedbackResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#model_server/proto/monitoring.proto\x12\x18inferwatch.monitoring.v1\"2\n\x11ModelDriftRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\")\n\x12ModelDriftResponse\x12\x13\n\x0breport_json\x18\x01 \x01(\t\"x\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x35\n\x05items\x18\x03 \x03(\x0b\x32&.inferwatch.monitoring.v1.FeedbackItem\x12\x0f\n\x07\x66\x61n_out\x18\x04 \x01(\x08\"6\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0b\n\x03row\x18\x03 \x01(\r\"\xc6\x01\n\x12\x46\x65\x65\x64\x62\x61\x63kItemResult\x12\x38\n\x06result\x18\x01 \x01(\x0e\x32(.inferwatch.monitoring.v1.FeedbackResult\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x17\n\x0fpredicted_label\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x0f\n\x07\x63orrect\x18\x06 \x01(\x08\x12\x10\n\x08trace_id\x18\x07 \x01(\t\"Q\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12=\n\x07results\x18\x01 \x03(\x0b\x32,.inferwatch.monitoring.v1.FeedbackItemResult*\xa7\x02\n\x0e\x46\x65\x65\x64\x62\x61\x63kResult\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_RESULT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46\x45\x45\x44\x42\x41\x43K_RESULT_OK\x10\x01\x12\x1e\n\x1a\x46\x45\x45\x44\x42\x41\x43K_RESULT_UNKNOWN_ID\x10\x02\x12\x1b\n\x17\x46\x45\x45\x44\x42\x41\x43K_RESULT_EXPIRED\x10\x03\x12\x1b\n\x17\x46\x45\x45\x44\x42\x41\x43K_RESULT_EVICTED\x10\x04\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_RESULT_OTHER_MODEL\x10\x05\x12\x1f\n\x1b\x46\x45\x45\x44\x42\x41\x43K_RESULT_INVALID_ROW\x10\x06\x12!\n\x1d\x46\x45\x45\x44\x42\x41\x43K_RESULT_INVALID_LABEL\x10\x07\x12\x1d\n\x19\x46\x45\x45\x44\x42\x41\x43K_RESULT_DUPLICATE\x10\x08\x32\xe1\x01\n\x0fModelMonitoring\x12i\n\nModelDrift\x12+.inferwatch.monitoring.v1.ModelDriftRequest\x1a,.inferwatch.monitoring.v1.ModelDriftResponse\"\x00\x12\x63\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12).inferwatch.monitoring.v1.FeedbackRequest\x1a*.inferwatch.monitoring.v1.FeedbackResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'model_server.proto.monitoring_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FEEDBACKRESULT']._serialized_start=606
-  _globals['_FEEDBACKRESULT']._serialized_end=901
+  _globals['_FEEDBACKRESULT']._serialized_start=623
+  _globals['_FEEDBACKRESULT']._serialized_end=918
   _globals['_MODELDRIFTREQUEST']._serialized_start=65
   _globals['_MODELDRIFTREQUEST']._serialized_end=115
   _globals['_MODELDRIFTRESPONSE']._serialized_start=117
   _globals['_MODELDRIFTRESPONSE']._serialized_end=158
   _globals['_FEEDBACKREQUEST']._serialized_start=160
-  _globals['_FEEDBACKREQUEST']._serialized_end=263
-  _globals['_FEEDBACKITEM']._serialized_start=265
-  _globals['_FEEDBACKITEM']._serialized_end=319
-  _globals['_FEEDBACKITEMRESULT']._serialized_start=322
-  _globals['_FEEDBACKITEMRESULT']._serialized_end=520
-  _globals['_FEEDBACKRESPONSE']._serialized_start=522
-  _globals['_FEEDBACKRESPONSE']._serialized_end=603
-  _globals['_MODELMONITORING']._serialized_start=904
-  _globals['_MODELMONITORING']._serialized_end=1129
+  _globals['_FEEDBACKREQUEST']._serialized_end=280
+  _globals['_FEEDBACKITEM']._serialized_start=282
+  _globals['_FEEDBACKITEM']._serialized_end=336
+  _globals['_FEEDBACKITEMRESULT']._serialized_start=339
+  _globals['_FEEDBACKITEMRESULT']._serialized_end=537
+  _globals['_FEEDBACKRESPONSE']._serialized_start=539
+  _globals['_FEEDBACKRESPONSE']._serialized_end=620
+  _globals['_MODELMONITORING']._serialized_start=921
+  _globals['_MODELMONITORING']._serialized_end=1146
 # @@protoc_insertion_point(module_scope)

@@ -116,10 +116,16 @@ class FeedbackRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
+    FAN_OUT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The model the predictions were asked of."""
     version: _builtins.str
     """Empty: any version of the model; else only predictions made by this version are accepted."""
+    fan_out: _builtins.bool
+    """Set by a gateway that sends this request to several model servers: an id this server does
+    not keep is still answered unknown_id, but not counted in inferwatch_feedback_items_total,
+    since another server may keep it (the gateway counts the merged answer).
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeedbackItem]:
         """1 to 10,000 items."""
@@ -130,10 +136,11 @@ class FeedbackRequest(_message.Message):
         name: _builtins.str = ...,
         version: _builtins.str = ...,
         items: _abc.Iterable[Global___FeedbackItem] | None = ...,
+        fan_out: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fan_out", b"fan_out", "items", b"items", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -19,6 +19,10 @@ from tests.model_server.protocol import raw_request
 from tests.model_server.server_process import ServerProcess
 from tests.model_server.test_models import probe_config, write_probe, write_softmax
 from tests.prometheus import Prometheus
+from tests.telemetry_capture import TelemetryCapture
+
+SERVER_ITEMS = "inferwatch.feedback.items"
+GATEWAY_ITEMS = "inferwatch.gateway.feedback.items"
 
 
 def _predict(http: httpx.Client, pixels: np.ndarray, path: str = "/v2/models/digits/infer") -> Any:
@@ -207,10 +211,21 @@ def test_feedback_reaches_the_model_server_that_made_the_prediction(
     tmp_path: Path,
     serve: Serve,
     start_gateway: StartGateway,
+    telemetry: TelemetryCapture,
 ) -> None:
     shutil.copytree(digits_version_dir, tmp_path / "copy" / "digits" / "1")
     first, second = serve(repository), serve(tmp_path / "copy")
     gateway = start_gateway([first.address, second.address])
+
+    def counted() -> dict[tuple[str, str], float]:
+        """Items counted by both model servers together, and by the gateway, per result."""
+        return {
+            (metric, result): telemetry.total(metric, **{"model.name": "digits", "result": result})
+            for metric in (SERVER_ITEMS, GATEWAY_ITEMS)
+            for result in ("ok", "unknown_id", "unavailable")
+        }
+
+    before = counted()
     with client(gateway) as http:
         bodies = [_predict(http, np.zeros((1, 64))) for _ in range(8)]
         assert first.server.feedback is not None
@@ -219,6 +234,16 @@ def test_feedback_reaches_the_model_server_that_made_the_prediction(
         items = [{"id": body["id"], "label": str(_label(body))} for body in bodies]
         answer = http.post("/v2/models/digits/feedback", json={"items": items})
         assert [r["result"] for r in answer.json()["results"]] == ["ok"] * 8
+        # Each label was unknown to one of the two model servers: not their failure to count.
+        after = counted()
+        assert {key: after[key] - before[key] for key in before} == {
+            (SERVER_ITEMS, "ok"): 8,
+            (SERVER_ITEMS, "unknown_id"): 0,
+            (SERVER_ITEMS, "unavailable"): 0,
+            (GATEWAY_ITEMS, "ok"): 8,
+            (GATEWAY_ITEMS, "unknown_id"): 0,
+            (GATEWAY_ITEMS, "unavailable"): 0,
+        }
 
         later = [_predict(http, np.zeros((1, 64))) for _ in range(4)]
         kept_by_first = {
@@ -239,6 +264,9 @@ def test_feedback_reaches_the_model_server_that_made_the_prediction(
         else:
             assert result["result"] == "unavailable"
             assert "did not answer" in result["message"]
+    final = counted()
+    assert final[GATEWAY_ITEMS, "ok"] - after[GATEWAY_ITEMS, "ok"] == 2
+    assert final[GATEWAY_ITEMS, "unavailable"] - after[GATEWAY_ITEMS, "unavailable"] == 2
 
 
 def test_a_row_that_predicted_nothing_has_null_label_and_confidence(
