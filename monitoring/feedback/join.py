@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic
 
-from monitoring.feedback.store import NO_PREDICTION, C, ModelKey, PredictionStore, Removal
+from monitoring.feedback.store import (
+    MAX_ID_CHARS,
+    NO_PREDICTION,
+    C,
+    ModelKey,
+    PredictionStore,
+    Removal,
+)
 from monitoring.feedback.window import QualityWindow
 
 MAX_ITEMS = 10_000
@@ -110,6 +117,12 @@ def _join(
     field = f"items[{index}]"
     if not item.id:
         return ItemOutcome(FeedbackResult.UNKNOWN_ID, f"{field}.id: is empty")
+    if len(item.id) > MAX_ID_CHARS:  # never kept; and not echoed, however long
+        return ItemOutcome(
+            FeedbackResult.UNKNOWN_ID,
+            f"{field}.id: has {len(item.id)} characters; a prediction whose id is longer than "
+            f"{MAX_ID_CHARS} is never kept",
+        )
     found = store.find(item.id, now)
     if found is None:
         return ItemOutcome(

@@ -113,3 +113,16 @@ def test_a_prediction_from_before_a_smaller_label_set_is_refused(
         "items[0].id: prediction 'triple' was made by digits:2 before it was loaded again with "
         "another label set"
     )
+
+
+def test_an_id_too_long_to_be_kept_says_so_without_echoing_it(
+    store: PredictionStore[str], windows: dict[tuple[str, str], QualityWindow]
+) -> None:
+    store.record("x" * 300, V1, 1, 0.8, 1, 10.0, "trace-long")  # counted, not kept
+
+    (outcome,) = join_labels(store, windows, V1, [FeedbackItem("x" * 300, "dog")], now=11.0)
+
+    assert outcome.result is FeedbackResult.UNKNOWN_ID
+    assert outcome.message == (
+        "items[0].id: has 300 characters; a prediction whose id is longer than 256 is never kept"
+    )
