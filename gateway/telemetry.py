@@ -14,11 +14,11 @@ from gateway import __version__
 from otel import DURATION_BUCKETS_S
 from otel.attributes import MODEL_NAME as MODEL_NAME
 from otel.attributes import MODEL_VERSION as MODEL_VERSION
+from otel.attributes import RESULT
 from otel.attributes import STATUS as STATUS
 from otel.attributes import UNKNOWN_MODEL as UNKNOWN_MODEL
 
 SCOPE = "gateway"
-RESULT = "result"
 
 BACKEND = "backend"
 RPC_METHOD = "rpc.method"

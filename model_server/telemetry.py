@@ -22,6 +22,7 @@ from monitoring.feedback import QualityReport
 from otel import DURATION_BUCKETS_S
 from otel.attributes import MODEL_NAME as MODEL_NAME
 from otel.attributes import MODEL_VERSION as MODEL_VERSION
+from otel.attributes import RESULT as RESULT
 from otel.attributes import STATUS as STATUS
 from otel.attributes import UNKNOWN_MODEL as UNKNOWN_MODEL
 
@@ -325,7 +326,6 @@ def model_attributes(name: str) -> Mapping[str, str]:
 # Ground truth (docs/feedback.md): quality over each version's window, read at collection from
 # the reports the feedback hub refreshes on the event loop; nothing here runs per inference.
 CLASS = "class"
-RESULT = "result"
 CORRECT = "inferwatch.feedback.correct"
 """Attribute of the feedback span's link to a prediction's span: whether it was right."""
 #: Seconds from a prediction to its true label.
