@@ -94,6 +94,12 @@ def _input_tensor(
                 f"{_field(index, tensor)}: {tensor.datatype} data must be sent in "
                 "raw_input_contents"
             )
+        stray = [f.name for f, _ in tensor.contents.ListFields() if f.name != contents_field]
+        if stray:  # they would be dropped without a word
+            raise InvalidInputError(
+                f"{_field(index, tensor)}: {tensor.datatype} data goes in "
+                f"contents.{contents_field}, not contents.{stray[0]}"
+            )
         values = getattr(tensor.contents, contents_field)
         if len(values) != count:
             raise InvalidInputError(

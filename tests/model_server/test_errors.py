@@ -120,6 +120,20 @@ BAD_REQUESTS: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "contents.fp32_contents has 10 values",
     ),
+    "contents in a field of another datatype": (
+        _request(
+            inputs=[
+                Tensor(
+                    name="pixels",
+                    datatype="FP32",
+                    shape=[1, 64],
+                    contents=pb.InferTensorContents(fp32_contents=[0.0] * 64, int_contents=[1, 2]),
+                )
+            ]
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "inputs[0] ('pixels'): FP32 data goes in contents.fp32_contents, not contents.int_contents",
+    ),
     "contents and raw together": (
         _with_raw(
             Tensor(
