@@ -91,11 +91,15 @@ class Demo:
                 psutil.Process(pid).kill()
 
 
-def _assert_everything_stopped(demo: Demo, names: set[str]) -> None:
-    children = demo.children()
-    assert set(children) == names
-    for name, pid in children.items():
+def _assert_no_child_left(demo: Demo) -> None:
+    for name, pid in demo.children().items():
         assert not psutil.pid_exists(pid), f"{name} (pid {pid}) still runs"
+
+
+def _assert_everything_stopped(demo: Demo, names: set[str]) -> None:
+    assert set(demo.children()) == names
+    _assert_no_child_left(demo)
+    for name in names:
         assert f"{name} stopped (exit code 0)" in demo.output
 
 
@@ -165,12 +169,7 @@ def test_a_child_that_cannot_start_is_named_without_a_traceback(
     assert code == 1, demo.output
     assert f"gateway exited with code 3; see {demo.run_dir / 'gateway.log'}" in demo.output
     assert "Traceback" not in demo.output
-    _assert_everything_stopped_after_a_failure(demo)
-
-
-def _assert_everything_stopped_after_a_failure(demo: Demo) -> None:
-    for name, pid in demo.children().items():
-        assert not psutil.pid_exists(pid), f"{name} (pid {pid}) still runs"
+    _assert_no_child_left(demo)
 
 
 @pytest.fixture

@@ -37,6 +37,12 @@ def _with_raw(tensor: Tensor, raw: bytes) -> pb.ModelInferRequest:
     return _request(inputs=[tensor], raw_input_contents=[raw])
 
 
+def _typed(contents: pb.InferTensorContents, shape: list[int]) -> pb.ModelInferRequest:
+    """One FP32 `pixels` input of `shape` sent in typed contents."""
+    tensor = Tensor(name="pixels", datatype="FP32", shape=shape, contents=contents)
+    return _request(inputs=[tensor])
+
+
 BAD_REQUESTS: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = {
     "unknown model": (
         raw_request("nope", {"pixels": ROW}),
@@ -107,30 +113,12 @@ BAD_REQUESTS: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = {
         "raw_input_contents has 2 entries for 1 inputs",
     ),
     "typed contents count": (
-        _request(
-            inputs=[
-                Tensor(
-                    name="pixels",
-                    datatype="FP32",
-                    shape=[1, 64],
-                    contents=pb.InferTensorContents(fp32_contents=[0.0] * 10),
-                )
-            ]
-        ),
+        _typed(pb.InferTensorContents(fp32_contents=[0.0] * 10), [1, 64]),
         grpc.StatusCode.INVALID_ARGUMENT,
         "contents.fp32_contents has 10 values",
     ),
     "contents in a field of another datatype": (
-        _request(
-            inputs=[
-                Tensor(
-                    name="pixels",
-                    datatype="FP32",
-                    shape=[1, 64],
-                    contents=pb.InferTensorContents(fp32_contents=[0.0] * 64, int_contents=[1, 2]),
-                )
-            ]
-        ),
+        _typed(pb.InferTensorContents(fp32_contents=[0.0] * 64, int_contents=[1, 2]), [1, 64]),
         grpc.StatusCode.INVALID_ARGUMENT,
         "inputs[0] ('pixels'): FP32 data goes in contents.fp32_contents, not contents.int_contents",
     ),
@@ -175,16 +163,7 @@ BAD_REQUESTS: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, str]] = {
         "(9223372036854775807 bytes)",
     ),
     "no elements, yet too big for an array (contents)": (
-        _request(
-            inputs=[
-                Tensor(
-                    name="pixels",
-                    datatype="FP32",
-                    shape=[2**62, 0],
-                    contents=pb.InferTensorContents(),
-                )
-            ]
-        ),
+        _typed(pb.InferTensorContents(), [2**62, 0]),
         grpc.StatusCode.INVALID_ARGUMENT,
         "inputs[0] ('pixels'): shape [4611686018427387904, 0] is not a possible tensor: its "
         "nonzero dimensions times the 4-byte element exceed the largest array "
